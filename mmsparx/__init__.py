@@ -1,0 +1,16 @@
+"""mmsparx: SparX, SpaRTAN and SparseSwin backbones for OpenMMLab.
+
+``import mmsparx`` (what a config's ``custom_imports`` does) registers every
+mmsparx model into the ``MODELS`` registry of each installed toolbox and
+makes mmengine load checkpoints through the safe loader.
+"""
+from .checkpoint import install_mmengine_loader
+from .registry import available_toolboxes, register_model, register_models
+from .version import __version__
+from .models import MODEL_CLASSES
+
+install_mmengine_loader()
+register_models(MODEL_CLASSES)
+
+__all__ = ['__version__', 'available_toolboxes', 'register_model',
+           'register_models', 'MODEL_CLASSES']

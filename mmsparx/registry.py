@@ -1,0 +1,102 @@
+"""One helper that puts mmsparx models into every installed toolbox.
+
+mmdet, mmseg and mmpretrain each own a ``MODELS`` registry (children of
+mmengine's root); a config's bare ``type`` is looked up in its own scope and
+the parents, never in siblings. So each class is registered into every
+toolbox that is importable, under the same name, and never over a name that
+the toolbox (or mmengine) already owns.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Dict, Iterable, Optional, Type
+
+TOOLBOXES = ('mmdet', 'mmseg', 'mmpretrain')
+
+# name -> class of everything mmsparx registered; used to explain
+# "X is not in the registry" errors when a config forgot custom_imports.
+REGISTERED: Dict[str, type] = {}
+
+_registries: Optional[Dict[str, object]] = None
+
+
+def toolbox_registries() -> Dict[str, object]:
+    """Return ``{scope: MODELS}`` for each toolbox that imports here.
+
+    A toolbox that is not installed is skipped silently; one that is
+    installed but fails to import (e.g. its mmcv version check) is skipped
+    with a warning that carries the reason, so the user can fix it.
+    """
+    global _registries
+    if _registries is None:
+        found = {}
+        for scope in TOOLBOXES:
+            try:
+                found[scope] = importlib.import_module(
+                    f'{scope}.registry').MODELS
+            except ModuleNotFoundError as err:
+                if err.name and err.name.split('.')[0] == scope:
+                    continue  # not installed: nothing to register into
+                warnings.warn(f'mmsparx: {scope} is installed but failed to '
+                              f'import ({err}); its models are unavailable. '
+                              f'Install the missing package.')
+            except Exception as err:  # e.g. mmdet's mmcv version assert
+                warnings.warn(f'mmsparx: {scope} is installed but failed to '
+                              f'import ({type(err).__name__}: {err}); fix '
+                              f'its install to use mmsparx models in it.')
+        _registries = found
+    return _registries
+
+
+def available_toolboxes() -> tuple:
+    """Scopes (``'mmdet'`` ...) into which mmsparx registers its models."""
+    return tuple(toolbox_registries())
+
+
+def _existing(registry, name: str):
+    """The class already bound to ``name`` in ``registry`` or its parents."""
+    registry.import_from_location()  # the toolbox's own models, loaded lazily
+    node = registry
+    while node is not None:
+        if name in node.module_dict:
+            return node.module_dict[name], node.scope
+        node = node.parent
+    return None, None
+
+
+def register_model(cls: Type, name: Optional[str] = None,
+                   registries: Optional[Dict[str, object]] = None) -> Type:
+    """Register ``cls`` as ``name`` in the ``MODELS`` of every toolbox.
+
+    Args:
+        cls: the model class.
+        name: registry name; defaults to ``cls.__name__``.
+        registries: ``{scope: registry}``; defaults to every installed
+            toolbox (:func:`toolbox_registries`).
+
+    Raises:
+        KeyError: ``name`` already means another class in a toolbox: mmsparx
+            never shadows an existing model.
+    """
+    name = name or cls.__name__
+    targets = toolbox_registries() if registries is None else registries
+    for scope, registry in targets.items():
+        existing, owner = _existing(registry, name)
+        if existing is cls:
+            continue
+        if existing is not None:
+            raise KeyError(
+                f"mmsparx: '{name}' is already registered in {owner}'s MODELS "
+                f'as {existing.__module__}.{existing.__qualname__}; mmsparx '
+                f'does not shadow it. Register {cls.__qualname__} under '
+                f'another name.')
+        registry.register_module(name=name, module=cls)
+    REGISTERED[name] = cls
+    return cls
+
+
+def register_models(classes: Iterable[Type]) -> None:
+    """Register each class of ``classes`` under its own name."""
+    for cls in classes:
+        register_model(cls)

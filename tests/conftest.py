@@ -1,0 +1,79 @@
+"""Shared fixtures: small generated datasets and a tool runner."""
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_r18_fpn_shapes.py')
+DEMO_SEG = osp.join(ROOT, 'configs', 'demo', 'upernet_r18_ade_shapes.py')
+
+
+@pytest.fixture(scope='session')
+def coco_root(tmp_path_factory):
+    from mmsparx.datasets import generate_coco
+    root = str(tmp_path_factory.mktemp('coco'))
+    generate_coco(root, num_train=4, num_val=2, size=(128, 160), seed=1)
+    return root
+
+
+@pytest.fixture(scope='session')
+def ade_root(tmp_path_factory):
+    from mmsparx.datasets import generate_ade20k
+    root = str(tmp_path_factory.mktemp('ade'))
+    generate_ade20k(root, num_train=4, num_val=2, size=(128, 160), seed=1)
+    return root
+
+
+@pytest.fixture(scope='session')
+def imagenet_root(tmp_path_factory):
+    from mmsparx.datasets import generate_imagenet
+    root = str(tmp_path_factory.mktemp('imagenet'))
+    generate_imagenet(root, num_classes=4, train_per_class=3,
+                      val_per_class=1, size=(32, 32), seed=1)
+    return root
+
+
+def coco_options(root: str) -> dict:
+    """Config overrides that point the demo detector at ``root``, small."""
+    ann = osp.join(root, 'annotations', 'instances_val.json')
+    return {
+        'train_dataloader.dataset.data_root': root + '/',
+        'val_dataloader.dataset.data_root': root + '/',
+        'test_dataloader.dataset.data_root': root + '/',
+        'val_evaluator.ann_file': ann,
+        'test_evaluator.ann_file': ann,
+        'train_cfg.max_epochs': 1,
+        'train_cfg.val_interval': 1,
+        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.logger.interval': 1,
+        'train_dataloader.dataset.pipeline.2.scale': (160, 128),
+        'val_dataloader.dataset.pipeline.1.scale': (160, 128),
+        'test_dataloader.dataset.pipeline.1.scale': (160, 128),
+    }
+
+
+def as_cli(options: dict) -> list:
+    """``--cfg-options`` words for ``options``."""
+    words = []
+    for key, value in options.items():
+        if isinstance(value, tuple):
+            value = '(' + ','.join(map(str, value)) + ')'
+        words.append(f'{key}={value}')
+    return ['--cfg-options', *words]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run_tool(args, timeout=600, env=None) -> subprocess.CompletedProcess:
+    """Run a command from the repo root with this interpreter as PYTHON."""
+    full_env = dict(os.environ, PYTHON=sys.executable, **(env or {}))
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,60 @@
+"""Train any mmdet / mmseg / mmpretrain config (flags as mmdet's train.py).
+
+The toolbox comes from the config's ``default_scope``; without CUDA the
+same config runs with gloo and plain BN (see ``mmsparx.runtime``).
+"""
+import argparse
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmsparx.cli import (add_common_args, build_runner, load_config,  # noqa
+                         prepare_device)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the real total batch size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from CKPT, or from the latest checkpoint in the '
+        'work dir when no path is given')
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options, args.launcher,
+                      args.work_dir)
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'OptimWrapper':
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+        elif wrapper != 'AmpOptimWrapper':
+            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper '
+                             f'or AmpOptimWrapper, not {wrapper}.')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in (
+                cfg.auto_scale_lr or {}):
+            raise ValueError('--auto-scale-lr needs `auto_scale_lr = dict('
+                             'enable=False, base_batch_size=16)` in the '
+                             'config.')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    changes = prepare_device(cfg)
+    runner = build_runner(cfg, args.config, changes)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
