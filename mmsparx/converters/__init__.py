@@ -1,0 +1,4 @@
+"""Key converters from the authors' published checkpoints to mmsparx."""
+from .sparx_mamba import convert_sparx_mamba, is_official_layout
+
+__all__ = ['convert_sparx_mamba', 'is_official_layout']

@@ -1,0 +1,89 @@
+"""The authors' SparX-Mamba checkpoints (spec 1.4) -> mmsparx keys.
+
+Classification files (``sparx_mamba_*_in1k.pth``, a plain state dict) map
+onto an mmpretrain ``ImageClassifier`` (``backbone.*``, ``head.fc.*``);
+mmdet / mmseg files (``backbone.*`` inside ``state_dict``) keep their
+necks and heads and get the backbone renamed.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, List, Tuple
+
+from torch import Tensor
+
+# (pattern on an authors' backbone key, replacement), first match wins.
+_GANGLION = r'(d_norm|d_proj|q|k|v)'
+RULES: List[Tuple[str, str]] = [
+    (r'^patch_embed\.', 'stem.'),
+    (rf'^layers\.(\d+)\.blocks\.(\d+)\.op\.{_GANGLION}\.',
+     r'stages.\1.blocks.\2.op.in_proj.\3.'),
+    # A ganglion layer's in_proj is DMCA's fusion (DWConv, GELU, 1x1/g3).
+    (r'^layers\.(\d+)\.blocks\.(\d+)\.op\.in_proj\.(\d+)\.',
+     r'stages.\1.blocks.\2.op.in_proj.fuse.\3.'),
+    (r'^layers\.(\d+)\.blocks\.', r'stages.\1.blocks.'),
+    (r'^classifier\.0\.', 'out_norms.3.'),
+    (r'^norm\.(\d+)\.', r'out_norms.\1.'),
+]
+
+
+def _downsample(match: re.Match) -> str:
+    # The authors downsample at the end of stage i; mmsparx at the start
+    # of stage i + 1.
+    return f'downsamples.{int(match.group(1)) + 1}.{match.group(2)}'
+
+
+def is_official_layout(state_dict: Dict[str, Tensor]) -> bool:
+    """True for the authors' key names (with or without ``backbone.``)."""
+    return any(re.match(r'^(backbone\.)?(patch_embed|layers)\.', k)
+               for k in state_dict)
+
+
+def convert_backbone_key(key: str) -> str:
+    """One authors' backbone key -> mmsparx ``SparXMamba`` key."""
+    match = re.match(r'^layers\.(\d+)\.downsample\.(.+)$', key)
+    if match:
+        return _downsample(match)
+    for pattern, replacement in RULES:
+        if re.match(pattern, key):
+            return re.sub(pattern, replacement, key, count=1)
+    raise KeyError(f'SparX-Mamba converter: no rule for key {key!r}; is '
+                   'this an authors\' SparX-Mamba checkpoint?')
+
+
+def convert_sparx_mamba(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Authors' state dict -> mmsparx full-model state dict.
+
+    ``classifier.3.*`` becomes ``head.fc.*``; every other authors' key goes
+    under ``backbone.``; keys of a detector/segmentor outside its backbone
+    (``neck.*``, ``decode_head.*``, ...) are kept as they are.
+    """
+    out: Dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith('classifier.3.'):
+            new = 'head.fc.' + key[len('classifier.3.'):]
+        elif key.startswith('backbone.'):
+            new = 'backbone.' + convert_backbone_key(key[len('backbone.'):])
+        elif re.match(r'^(patch_embed|layers|classifier|norm)\.', key):
+            new = 'backbone.' + convert_backbone_key(key)
+        else:
+            new = key
+        if new in out:
+            raise KeyError(f'two keys map to {new!r}')
+        out[new] = value
+    return out
+
+
+CONVERTERS: Dict[str, Callable] = {'sparx-mamba': convert_sparx_mamba}
+
+
+def infer_arch(state_dict: Dict[str, Tensor]) -> str:
+    """'tiny' / 'small' / 'base' from the stage-3 depth and stage-4 width of
+    an authors' or mmsparx state dict."""
+    from mmsparx.models.backbones.sparx import ARCH_SETTINGS
+    depth = 1 + max((int(m.group(1)) for k in state_dict for m in [re.search(
+        r'(?:layers|stages)\.2\.blocks\.(\d+)\.', k)] if m), default=-1)
+    for name, arch in ARCH_SETTINGS.items():
+        if arch['depths'][2] == depth:
+            return name
+    raise ValueError(f'no SparX-Mamba variant has {depth} layers in stage 3')

@@ -1,0 +1,3 @@
+from .sparx import SparXMamba
+
+__all__ = ['SparXMamba']

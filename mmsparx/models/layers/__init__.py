@@ -1,0 +1,8 @@
+"""The papers' layers: SS2D, DMCA, the SparX block and shared bricks."""
+from .common import ConvFFN, DropPath, LayerNorm2d, LayerScale
+from .dmca import DMCA
+from .sparx_block import SparXBlock
+from .ss2d import SS2D
+
+__all__ = ['SS2D', 'DMCA', 'SparXBlock', 'ConvFFN', 'DropPath', 'LayerNorm2d',
+           'LayerScale']

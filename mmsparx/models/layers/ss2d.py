@@ -1,0 +1,100 @@
+"""SS2D: VMamba's 2-D selective-scan token mixer (channels first).
+
+in_proj (1x1, C -> 2C) -> DWConv 5x5 -> SiLU -> 4-direction cross scan ->
+selective scan (per direction: x_proj, dt_proj, A, D) -> merge -> GroupNorm
+-> out_proj (1x1, 2C -> C). The ganglion layer's DMCA replaces in_proj.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmsparx.ops import cross_merge, cross_scan, selective_scan
+
+DIRECTIONS = 4
+
+
+class SS2D(nn.Module):
+    """The selective-scan token mixer.
+
+    Args:
+        dim: input/output channels C.
+        d_state: SSM state size N (SparX: 1).
+        ssm_ratio: inner width 2C = ssm_ratio * C.
+        dt_rank: rank R of the delta projection; 'auto' is ceil(C / 16).
+        d_conv: kernel of the depthwise conv before the scan.
+        in_proj: module producing the inner width from the input; the
+            default 1x1 conv, or a DMCA for ganglion layers.
+        scan_backend: 'auto' or a name from ``mmsparx.ops.BACKENDS``.
+    """
+
+    def __init__(self, dim: int, d_state: int = 1, ssm_ratio: float = 2.0,
+                 dt_rank: int | str = 'auto', d_conv: int = 5,
+                 in_proj: Optional[nn.Module] = None,
+                 dt_min: float = 1e-3, dt_max: float = 0.1,
+                 dt_floor: float = 1e-4, scan_backend: str = 'auto'):
+        super().__init__()
+        inner = int(ssm_ratio * dim)
+        rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.d_inner, self.d_state, self.dt_rank = inner, d_state, rank
+        self.scan_backend = scan_backend
+        self.in_proj = in_proj if in_proj is not None else nn.Conv2d(
+            dim, inner, 1)
+        self.conv2d = nn.Conv2d(inner, inner, d_conv, padding=d_conv // 2,
+                                groups=inner)
+        self.act = nn.SiLU()
+        # Per direction: x -> (delta rank R, B, C) as one grouped 1x1 conv.
+        self.x_proj_weight = nn.Parameter(
+            torch.empty(DIRECTIONS * (rank + 2 * d_state), inner, 1))
+        self.dt_projs_weight = nn.Parameter(
+            torch.empty(DIRECTIONS, inner, rank))
+        self.dt_projs_bias = nn.Parameter(torch.empty(DIRECTIONS, inner))
+        # A = -exp(A_log), initialised to -(1..N); D = 1. Neither decays.
+        self.A_logs = nn.Parameter(torch.log(torch.arange(
+            1, d_state + 1, dtype=torch.float32)).repeat(DIRECTIONS * inner,
+                                                         1))
+        self.Ds = nn.Parameter(torch.ones(DIRECTIONS * inner))
+        self.A_logs._no_weight_decay = True
+        self.Ds._no_weight_decay = True
+        self.out_norm = nn.GroupNorm(1, inner)
+        self.out_proj = nn.Conv2d(inner, dim, 1)
+        self._init_ssm(dt_min, dt_max, dt_floor)
+
+    def _init_ssm(self, dt_min: float, dt_max: float, dt_floor: float) -> None:
+        bound = self.d_inner ** -0.5
+        nn.init.uniform_(self.x_proj_weight, -bound, bound)
+        nn.init.uniform_(self.dt_projs_weight, -self.dt_rank ** -0.5,
+                         self.dt_rank ** -0.5)
+        # softplus(bias) is log-uniform in [dt_min, dt_max]: invert softplus.
+        dt = torch.exp(torch.rand(DIRECTIONS, self.d_inner) *
+                       (math.log(dt_max) - math.log(dt_min)) +
+                       math.log(dt_min)).clamp(min=dt_floor)
+        with torch.no_grad():
+            self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def scan(self, x: Tensor) -> Tensor:
+        """(B, 2C, H, W) after conv+SiLU -> merged scan output, same shape."""
+        b, d, h, w = x.shape
+        length = h * w
+        xs = cross_scan(x)  # (B, 4, D, L)
+        proj = F.conv1d(xs.reshape(b, DIRECTIONS * d, length),
+                        self.x_proj_weight, groups=DIRECTIONS)
+        proj = proj.view(b, DIRECTIONS, -1, length)
+        dts, Bs, Cs = torch.split(
+            proj, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts = torch.einsum('bkrl,kdr->bkdl', dts, self.dt_projs_weight)
+        y = selective_scan(
+            xs.reshape(b, -1, length), dts.reshape(b, -1, length),
+            -torch.exp(self.A_logs.float()), Bs.contiguous(),
+            Cs.contiguous(), self.Ds, self.dt_projs_bias.reshape(-1),
+            delta_softplus=True, backend=self.scan_backend)
+        return cross_merge(y.view(b, DIRECTIONS, d, length), h, w)
+
+    def forward(self, x: Tensor, *in_proj_args) -> Tensor:
+        x = self.act(self.conv2d(self.in_proj(x, *in_proj_args)))
+        y = self.scan(x).to(x.dtype)
+        return self.out_proj(self.out_norm(y))

@@ -1,0 +1,51 @@
+"""Named ImageNet classifiers (1000-class heads) for tables and benchmarks:
+mmsparx's variants and the mmpretrain baselines they are compared with."""
+from __future__ import annotations
+
+from typing import Dict
+
+from torch import nn
+
+# name -> (backbone cfg, head in_channels, paper params, paper FLOPs @224)
+VARIANTS: Dict[str, dict] = {
+    'sparx-mamba-t': dict(
+        backbone=dict(type='SparXMamba', arch='tiny', out_indices=(3, ),
+                      out_norm='gn', drop_path_rate=0.2),
+        in_channels=512, paper_params=27.1e6, paper_flops=5.25e9),
+    'sparx-mamba-s': dict(
+        backbone=dict(type='SparXMamba', arch='small', out_indices=(3, ),
+                      out_norm='gn', drop_path_rate=0.3),
+        in_channels=544, paper_params=47e6, paper_flops=9.26e9),
+    'sparx-mamba-b': dict(
+        backbone=dict(type='SparXMamba', arch='base', out_indices=(3, ),
+                      out_norm='gn', drop_path_rate=0.5),
+        in_channels=636, paper_params=84e6, paper_flops=15.90e9),
+}
+
+BASELINES: Dict[str, dict] = {
+    'swin-t': dict(backbone=dict(type='SwinTransformer', arch='tiny',
+                                 img_size=224, drop_path_rate=0.2),
+                   in_channels=768),
+    'convnext-t': dict(backbone=dict(type='ConvNeXt', arch='tiny',
+                                     drop_path_rate=0.1),
+                       in_channels=768),
+}
+
+
+def model_names() -> list:
+    return sorted(VARIANTS) + sorted(BASELINES)
+
+
+def build_classifier(name: str, num_classes: int = 1000) -> nn.Module:
+    """An mmpretrain ``ImageClassifier`` (GAP neck, linear head) by name."""
+    table = dict(VARIANTS, **BASELINES)
+    if name not in table:
+        raise KeyError(f'unknown model {name!r}; known: {model_names()}')
+    import mmsparx  # noqa: F401  registers the mmsparx backbones
+    from mmpretrain.registry import MODELS
+    entry = table[name]
+    return MODELS.build(dict(
+        type='ImageClassifier', backbone=dict(entry['backbone']),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=num_classes,
+                  in_channels=entry['in_channels'])))

@@ -1,0 +1,11 @@
+"""Operators: the selective scan (with its backends) and the 2-D cross scan."""
+from .cross_scan import cross_merge, cross_scan
+from .selective_scan import (BACKENDS, available_backends, selective_scan,
+                             selective_scan_reference)
+
+__all__ = ['selective_scan', 'selective_scan_reference', 'available_backends',
+           'BACKENDS', 'cross_scan', 'cross_merge']
+
+from .flops import register_flop_handles  # noqa: E402
+
+register_flop_handles()

@@ -1,0 +1,239 @@
+"""The selective scan (Mamba's S6), one entry point for every machine.
+
+For each channel d and state n, with ``delta = softplus(delta + bias)``::
+
+    x_t = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t
+    y_t = sum_n C_t[n] * x_t[n] + D * u_t
+
+Shapes follow mamba-ssm: u, delta (b, d, l); A (d, n); B, C (b, g, n, l)
+with the d channels split into g equal groups; D, delta_bias (d,).
+
+Backends (``BACKENDS``), picked per call by :func:`resolve_backend`:
+
+* ``mamba_ssm``: the fused CUDA kernel, when the package imports and the
+  tensors are on CUDA.
+* ``chunked``: PyTorch, vectorised over chunks of the sequence with a short
+  loop across chunks; any device, autograd for the backward.
+* ``reference``: the plain per-token loop the others are tested against.
+
+The state is computed in float32 whatever autocast says: the recurrence
+multiplies many decays together and half precision loses it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+BACKENDS = ('mamba_ssm', 'chunked', 'reference')
+BACKEND_ENV = 'MMSPARX_SCAN_BACKEND'
+
+# exp(-S) inside a chunk is kept below exp(CHUNK_EXP_LIMIT) so float32
+# never overflows (max ~3e38 = exp(88.7)); see _choose_chunk.
+CHUNK_EXP_LIMIT = 60.0
+
+_logged: set = set()
+
+
+def _mamba_fn():
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception:  # absent, or present without its CUDA build
+        return None
+    return selective_scan_fn
+
+
+def available_backends(device: str | torch.device = 'cpu') -> Tuple[str, ...]:
+    """The backends that can run on ``device`` here, fastest first."""
+    found = []
+    if torch.device(device).type == 'cuda' and _mamba_fn() is not None:
+        found.append('mamba_ssm')
+    return tuple(found + ['chunked', 'reference'])
+
+
+def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
+    """``requested`` (or ``$MMSPARX_SCAN_BACKEND``) checked against what
+    runs on ``device``; ``'auto'`` takes the fastest. Logs each new choice.
+    """
+    requested = os.environ.get(BACKEND_ENV, requested) if \
+        requested == 'auto' else requested
+    usable = available_backends(device)
+    if requested == 'auto':
+        backend = usable[0]
+    elif requested not in BACKENDS:
+        raise ValueError(f'unknown scan backend {requested!r}; choose one '
+                         f'of {BACKENDS} or "auto".')
+    elif requested not in usable:
+        raise RuntimeError(
+            f'scan backend {requested!r} cannot run on {device} here '
+            f'(usable: {usable}); mamba_ssm needs CUDA tensors and '
+            f'`pip install -r requirements/cuda.txt`.')
+    else:
+        backend = requested
+    key = (torch.device(device).type, backend)
+    if key not in _logged:
+        _logged.add(key)
+        logging.getLogger('mmsparx').info(
+            'mmsparx selective scan on %s: %s backend', key[0], backend)
+        try:
+            from mmengine.logging import print_log
+            print_log(f'mmsparx selective scan on {key[0]}: {backend} '
+                      'backend', logger='current')
+        except ImportError:
+            pass
+    return backend
+
+
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
+    """float32 copies, softplus'd delta and B, C expanded to (b, d, n, l)."""
+    u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.float()[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    d, groups = u.shape[1], B.shape[1]
+    if d % groups:
+        raise ValueError(f'{d} channels cannot be split into {groups} groups '
+                         'of B and C')
+    B = B.repeat_interleave(d // groups, dim=1)
+    C = C.repeat_interleave(d // groups, dim=1)
+    return u, delta, A, B, C
+
+
+def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                             C: Tensor, D: Optional[Tensor] = None,
+                             delta_bias: Optional[Tensor] = None,
+                             delta_softplus: bool = False) -> Tensor:
+    """The recurrence, one token at a time: slow, obviously right."""
+    dtype = u.dtype
+    with torch.autocast(u.device.type, enabled=False):
+        u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias,
+                                     delta_softplus)
+        state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+        ys = []
+        for t in range(u.shape[2]):
+            step = delta[:, :, t, None]
+            state = torch.exp(step * A) * state + \
+                step * B[..., t] * u[:, :, t, None]
+            ys.append((state * C[..., t]).sum(-1))
+        y = torch.stack(ys, dim=-1)
+        if D is not None:
+            y = y + u * D.float()[:, None]
+    return y.to(dtype)
+
+
+def _choose_chunk(dA: Tensor, chunk: int) -> int:
+    """Largest power-of-two chunk <= ``chunk`` whose in-chunk decay sum
+    stays under CHUNK_EXP_LIMIT (1 always works: it is the plain loop)."""
+    total = (-dA).amax().item() if dA.numel() else 0.0
+    while chunk > 1 and total * chunk > CHUNK_EXP_LIMIT:
+        chunk //= 2
+    return chunk
+
+
+def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                           C: Tensor, D: Optional[Tensor] = None,
+                           delta_bias: Optional[Tensor] = None,
+                           delta_softplus: bool = False,
+                           chunk: int = 64) -> Tensor:
+    """The scan vectorised over chunks of ``chunk`` tokens.
+
+    Inside a chunk with cumulative decay S_t = sum_{s<=t} delta_s A (S <= 0),
+    ``x_t = exp(S_t) * (h + cumsum_s exp(-S_s) delta_s B_s u_s)`` where h is
+    the state entering the chunk; only the chunk-to-chunk carry of h is a
+    Python loop (L / chunk steps on (b, d, n) tensors).
+    """
+    dtype = u.dtype
+    with torch.autocast(u.device.type, enabled=False):
+        u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias,
+                                     delta_softplus)
+        b, d, length = u.shape
+        n = A.shape[1]
+        dA = delta[..., None] * A[:, None, :]  # (b, d, l, n)
+        dBu = (delta * u)[..., None] * B.transpose(2, 3)  # (b, d, l, n)
+        size = _choose_chunk(dA.detach(), chunk)
+        chunks = -(-length // size)
+        pad = chunks * size - length
+        if pad:  # zero decay and input after the end change nothing before
+            dA = F.pad(dA, (0, 0, 0, pad))
+            dBu = F.pad(dBu, (0, 0, 0, pad))
+        dA = dA.view(b, d, chunks, size, n)
+        dBu = dBu.view(b, d, chunks, size, n)
+        S = dA.cumsum(dim=3)
+        if size == 1:  # no within-chunk sum: avoid exp(S) * exp(-S)
+            local = dBu
+        else:
+            local = torch.exp(S) * (torch.exp(-S) * dBu).cumsum(dim=3)
+        decay = torch.exp(S[:, :, :, -1])  # (b, d, chunks, n)
+        carry = u.new_zeros(b, d, n)
+        entering = []
+        for k in range(chunks):
+            entering.append(carry)
+            carry = decay[:, :, k] * carry + local[:, :, k, -1]
+        state = local + torch.exp(S) * torch.stack(entering, dim=2)[:, :, :,
+                                                                    None]
+        state = state.view(b, d, chunks * size, n)[:, :, :length]
+        y = (state * C.transpose(2, 3)).sum(-1)
+        if D is not None:
+            y = y + u * D.float()[:, None]
+    return y.to(dtype)
+
+
+def _selective_scan_mamba(u, delta, A, B, C, D, delta_bias, delta_softplus):
+    fn = _mamba_fn()
+    with torch.autocast('cuda', enabled=False):
+        # The kernel keeps its state in float32 and takes u/delta in half.
+        return fn(u.contiguous(), delta.contiguous(), A.float().contiguous(),
+                  B.contiguous(), C.contiguous(),
+                  None if D is None else D.float(),
+                  delta_bias=None if delta_bias is None else
+                  delta_bias.float(), delta_softplus=delta_softplus)
+
+
+_IMPLEMENTATIONS = {
+    'mamba_ssm': _selective_scan_mamba,
+    'chunked': selective_scan_chunked,
+    'reference': selective_scan_reference,
+}
+
+
+class SelectiveScanOp(torch.autograd.Function):
+    """The scan as one traced op, so FLOP counters see (and price) it.
+
+    Used only under ``torch.jit.trace``; training uses the backends directly.
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
+        return selective_scan_chunked(u, delta, A, B, C, D, delta_bias,
+                                      delta_softplus)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError('SelectiveScanOp is for tracing (FLOP counts); '
+                           'train without torch.jit.trace.')
+
+
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                   C: Tensor, D: Optional[Tensor] = None,
+                   delta_bias: Optional[Tensor] = None,
+                   delta_softplus: bool = False,
+                   backend: str = 'auto') -> Tensor:
+    """Run the selective scan on the best (or the named) backend.
+
+    Returns y of shape (b, d, l) in ``u``'s dtype.
+    """
+    if u.dim() != 3 or B.dim() != 4 or A.dim() != 2:
+        raise ValueError(
+            'selective_scan expects u (b, d, l), A (d, n), B/C (b, g, n, l); '
+            f'got u {tuple(u.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}')
+    if torch.jit.is_tracing():
+        return SelectiveScanOp.apply(u, delta, A, B, C, D, delta_bias,
+                                     delta_softplus)
+    name = resolve_backend(u.device, backend)
+    return _IMPLEMENTATIONS[name](u, delta, A, B, C, D, delta_bias,
+                                 delta_softplus)

@@ -1,0 +1,75 @@
+"""Params and FLOPs of registered variants, classification head included.
+
+    python tools/analysis/model_table.py sparx-mamba-t sparx-mamba-s --input 224 224 [--json]
+
+FLOPs follow the papers' convention: one multiply-add is one FLOP (mmengine's
+jit counter, fvcore-style), the model in eval mode, the selective scan
+priced 9*B*L*D*N + B*D*L through mmsparx's op handle, element-wise ops
+free, and DMCA's two attention products (Q K^T, A V) not counted
+(``--with-attention`` adds them).
+"""
+import argparse
+import json
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))))
+
+import torch  # noqa: E402
+
+from mmsparx.models.variants import VARIANTS, build_classifier  # noqa: E402
+
+
+def count(name: str, height: int, width: int,
+          with_attention: bool = False) -> dict:
+    from mmengine.analysis import FlopAnalyzer
+
+    from mmsparx.models.layers import DMCA
+    model = build_classifier(name).eval()
+    params = sum(p.numel() for p in model.parameters())
+    image = torch.zeros(1, 3, height, width)
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(model, (image, None, 'tensor'))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        flops = analyzer.total()
+        if not with_attention:
+            by_module = analyzer.by_module_and_operator()
+            for module_name, module in model.named_modules():
+                if isinstance(module, DMCA):
+                    flops -= by_module.get(module_name, {}).get('matmul', 0)
+    return dict(name=name, params=params, flops=int(flops),
+                input=[height, width])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('names', nargs='*', default=sorted(VARIANTS),
+                        help=f'variants (default all: {sorted(VARIANTS)})')
+    parser.add_argument('--input', type=int, nargs=2, default=(224, 224),
+                        metavar=('H', 'W'))
+    parser.add_argument('--with-attention', action='store_true',
+                        help='also count the DMCA attention products')
+    parser.add_argument('--json', action='store_true')
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in VARIANTS]
+    if unknown:
+        parser.error(f'unknown variant(s) {unknown}; known: '
+                     f'{sorted(VARIANTS)}')
+    rows = [count(n, *args.input, args.with_attention) for n in args.names]
+    if args.json:
+        print(json.dumps(rows))
+        return
+    print(f'{"model":<16}{"params":>14}{"FLOPs":>18}  input '
+          '(eval mode, 1 multiply-add = 1 FLOP)')
+    for row in rows:
+        paper = VARIANTS[row['name']]
+        print(f'{row["name"]:<16}{row["params"]:>14,}{row["flops"]:>18,}  '
+              f'{row["input"][0]}x{row["input"][1]}   paper: '
+              f'{paper["paper_params"] / 1e6:.1f} M, '
+              f'{paper["paper_flops"] / 1e9:.2f} G @224')
+
+
+if __name__ == '__main__':
+    main()
