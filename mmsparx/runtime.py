@@ -31,9 +31,9 @@ def adapt_cfg_to_device(cfg, distributed: bool,
     """Edit ``cfg`` in place for a machine without CUDA; return the changes.
 
     On a CUDA machine nothing changes. Without CUDA: SyncBN becomes BN
-    (statistics stay per process, as BN does), the process-group backend
-    becomes gloo, the DDP wrapper gets ``device_ids=None`` and ``sync_bn``
-    conversion is dropped.
+    (rank 0's statistics are broadcast each step), the process-group
+    backend becomes gloo, the DDP wrapper gets ``device_ids=None`` and
+    ``sync_bn`` conversion is dropped.
     """
     cuda = torch.cuda.is_available() if cuda is None else cuda
     changes: List[str] = []
@@ -55,8 +55,12 @@ def adapt_cfg_to_device(cfg, distributed: bool,
             type='MMDistributedDataParallel', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
         wrapper['device_ids'] = None
+        # Plain BN keeps statistics per rank; broadcasting rank 0's buffers
+        # keeps every rank (and the saved checkpoint) on the same model.
+        wrapper['broadcast_buffers'] = True
         cfg.model_wrapper_cfg = wrapper
-        changes.append('model_wrapper_cfg.device_ids: None (CPU modules)')
+        changes.append('model_wrapper_cfg: device_ids=None (CPU modules), '
+                       'broadcast_buffers=True (BN statistics of rank 0)')
     return changes
 
 

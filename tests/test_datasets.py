@@ -74,15 +74,15 @@ def test_coco_loads_in_mmdet(coco_root):
 def test_ade20k_labels_and_reduce_zero_label(ade_root):
     from mmengine.registry import DefaultScope
     from mmseg.datasets import ADE20KDataset
-    DefaultScope.get_instance('test_ade', scope_name='mmseg')
-    dataset = ADE20KDataset(
-        data_root=ade_root,
-        data_prefix=dict(img_path='images/training',
-                         seg_map_path='annotations/training'),
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations', reduce_zero_label=True)])
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        dataset = ADE20KDataset(
+            data_root=ade_root,
+            data_prefix=dict(img_path='images/training',
+                             seg_map_path='annotations/training'),
+            pipeline=[dict(type='LoadImageFromFile'),
+                      dict(type='LoadAnnotations', reduce_zero_label=True)])
+        item = dataset[0]
     assert len(dataset) == 4
-    item = dataset[0]
     raw = np.asarray(Image.open(item['seg_map_path']))
     assert raw.max() <= 150 and (raw == 0).any() and (raw > 0).any()
     reduced = item['gt_seg_map']

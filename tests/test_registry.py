@@ -42,12 +42,14 @@ def test_registered_class_builds_in_each_toolbox():
 
 def test_registered_backbone_inside_a_toolbox_model():
     register_model(TinyNet, name='MmsparxTinyNet')
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    classifier = MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='MmsparxTinyNet', width=6),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=3, in_channels=6)))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = MODELS.build(dict(
+            type='ImageClassifier',
+            backbone=dict(type='MmsparxTinyNet', width=6),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=3, in_channels=6)))
     scores = classifier(torch.rand(2, 3, 16, 16), mode='tensor')
     assert scores.shape == (2, 3)
 

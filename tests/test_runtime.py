@@ -27,6 +27,7 @@ def test_cpu_gets_gloo_bn_and_no_device_ids():
     assert set(norm_types(cfg.model)) == {'BN'}
     assert cfg.env_cfg.dist_cfg.backend == 'gloo'
     assert cfg.model_wrapper_cfg.device_ids is None
+    assert cfg.model_wrapper_cfg.broadcast_buffers is True
     assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
     assert any('SyncBN -> BN' in c for c in changes)
 

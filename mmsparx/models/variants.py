@@ -26,9 +26,10 @@ BASELINES: Dict[str, dict] = {
     'swin-t': dict(backbone=dict(type='SwinTransformer', arch='tiny',
                                  img_size=224, drop_path_rate=0.2),
                    in_channels=768),
+    # mmpretrain's ConvNeXt pools and norms inside the backbone: no neck.
     'convnext-t': dict(backbone=dict(type='ConvNeXt', arch='tiny',
                                      drop_path_rate=0.1),
-                       in_channels=768),
+                       in_channels=768, neck=None),
 }
 
 
@@ -42,10 +43,13 @@ def build_classifier(name: str, num_classes: int = 1000) -> nn.Module:
     if name not in table:
         raise KeyError(f'unknown model {name!r}; known: {model_names()}')
     import mmsparx  # noqa: F401  registers the mmsparx backbones
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     entry = table[name]
-    return MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(entry['backbone']),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=num_classes,
-                  in_channels=entry['in_channels'])))
+    # Built in mmpretrain's scope whatever scope the caller is in.
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(dict(
+            type='ImageClassifier', backbone=dict(entry['backbone']),
+            neck=entry.get('neck', dict(type='GlobalAveragePooling')),
+            head=dict(type='LinearClsHead', num_classes=num_classes,
+                      in_channels=entry['in_channels'])))

@@ -135,6 +135,17 @@ def _choose_chunk(dA: Tensor, chunk: int) -> int:
     return chunk
 
 
+def _entering_states(decay: Tensor, local: Tensor) -> Tensor:
+    """h_k = decay_k h_{k-1} + local_k over the last axis (chunks); returns
+    the state entering each chunk, h_{k-1} (h_{-1} = 0)."""
+    carry = decay.new_zeros(decay.shape[:-1])
+    entering = []
+    for k in range(decay.shape[-1]):
+        entering.append(carry)
+        carry = decay[..., k] * carry + local[..., k]
+    return torch.stack(entering, dim=-1)
+
+
 def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                            C: Tensor, D: Optional[Tensor] = None,
                            delta_bias: Optional[Tensor] = None,
@@ -142,42 +153,52 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                            chunk: int = 64) -> Tensor:
     """The scan vectorised over chunks of ``chunk`` tokens.
 
-    Inside a chunk with cumulative decay S_t = sum_{s<=t} delta_s A (S <= 0),
-    ``x_t = exp(S_t) * (h + cumsum_s exp(-S_s) delta_s B_s u_s)`` where h is
-    the state entering the chunk; only the chunk-to-chunk carry of h is a
-    Python loop (L / chunk steps on (b, d, n) tensors).
+    Inside a chunk with cumulative decay S_t = sum_{s<=t} delta_s A (S <= 0)
+    and E = exp(S): ``x_t = E_t * (h + cumsum_s(delta_s B_s u_s / E_s))``
+    where h is the state entering the chunk; only the chunk-to-chunk carry
+    of h is a Python loop (L / chunk steps on (b, d, n) tensors). B and C
+    broadcast over their channel groups instead of being copied per channel.
     """
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias,
-                                     delta_softplus)
+        u, delta, A = u.float(), delta.float(), A.float()
+        if delta_bias is not None:
+            delta = delta + delta_bias.float()[:, None]
+        if delta_softplus:
+            delta = F.softplus(delta)
         b, d, length = u.shape
-        n = A.shape[1]
-        dA = delta[..., None] * A[:, None, :]  # (b, d, l, n)
-        dBu = (delta * u)[..., None] * B.transpose(2, 3)  # (b, d, l, n)
+        n, groups = A.shape[1], B.shape[1]
+        if d % groups:
+            raise ValueError(f'{d} channels cannot be split into {groups} '
+                             'groups of B and C')
+        # (b, d, n, l) with the sequence last, where cumsum is fastest.
+        dA = delta[:, :, None, :] * A[:, :, None]
+        dBu = ((delta * u).view(b, groups, d // groups, 1, length) *
+               B.float()[:, :, None]).view(b, d, n, length)
         size = _choose_chunk(dA.detach(), chunk)
         chunks = -(-length // size)
         pad = chunks * size - length
         if pad:  # zero decay and input after the end change nothing before
-            dA = F.pad(dA, (0, 0, 0, pad))
-            dBu = F.pad(dBu, (0, 0, 0, pad))
-        dA = dA.view(b, d, chunks, size, n)
-        dBu = dBu.view(b, d, chunks, size, n)
-        S = dA.cumsum(dim=3)
-        if size == 1:  # no within-chunk sum: avoid exp(S) * exp(-S)
-            local = dBu
+            dA = F.pad(dA, (0, pad))
+            dBu = F.pad(dBu, (0, pad))
+        dA = dA.view(b, d, n, chunks, size)
+        dBu = dBu.view(b, d, n, chunks, size)
+        if size == 1:
+            # x_t = exp(dA_t) x_{t-1} + dBu_t: the plain recurrence, which
+            # avoids exp(S) / exp(S) when single steps decay that fast.
+            decay = torch.exp(dA)
+            entering = _entering_states(decay[..., 0], dBu[..., 0])
+            state = dBu + decay * entering[..., None]
         else:
-            local = torch.exp(S) * (torch.exp(-S) * dBu).cumsum(dim=3)
-        decay = torch.exp(S[:, :, :, -1])  # (b, d, chunks, n)
-        carry = u.new_zeros(b, d, n)
-        entering = []
-        for k in range(chunks):
-            entering.append(carry)
-            carry = decay[:, :, k] * carry + local[:, :, k, -1]
-        state = local + torch.exp(S) * torch.stack(entering, dim=2)[:, :, :,
-                                                                    None]
-        state = state.view(b, d, chunks * size, n)[:, :, :length]
-        y = (state * C.transpose(2, 3)).sum(-1)
+            decay = torch.exp(dA.cumsum(dim=-1))
+            inner = (dBu / decay).cumsum(dim=-1)
+            end_decay = decay[..., -1]
+            entering = _entering_states(end_decay,
+                                        end_decay * inner[..., -1])
+            state = decay * (inner + entering[..., None])
+        state = state.view(b, d, n, chunks * size)[..., :length]
+        y = (state.view(b, groups, d // groups, n, length) *
+             C.float()[:, :, None]).sum(dim=3).view(b, d, length)
         if D is not None:
             y = y + u * D.float()[:, None]
     return y.to(dtype)
