@@ -1,8 +1,6 @@
-# make demo: set up, then train + evaluate Mask R-CNN on generated COCO-format data.
+# make demo: set up, then train + evaluate Mask R-CNN on a generated COCO-format set.
 # make test: set up, then run the test suite.
 PY := $(CURDIR)/.venv/bin/python
-export PATH := $(CURDIR)/.venv/bin:$(PATH)
-export PYTHON := $(PY)
 
 .PHONY: setup test demo clean
 
@@ -13,7 +11,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	@bash tools/demo.sh
+	$(PY) tools/demo.py
 
 clean:
 	rm -rf work_dirs data/demo_coco

@@ -24,9 +24,9 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
 fi
 
 step "python"
-HOST_PY=${PYTHON:-python3}
+HOST_PY=${SETUP_PYTHON:-python3}
 "$HOST_PY" -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] < (3, 13))' \
-    || fail "$HOST_PY must be Python 3.8-3.12 (set PYTHON=/path/to/python3.11)."
+    || fail "$HOST_PY must be Python 3.8-3.12 (set SETUP_PYTHON=/path/to/python3.11)."
 
 # A machine whose Python already has CUDA torch keeps it (the venv sees the
 # system packages); everywhere else gets the pinned pair from constraints.

@@ -1,0 +1,77 @@
+"""The SparX-Mamba configs train on generated data with the real runners."""
+import os.path as osp
+import uuid
+
+import torch
+from mmengine.config import Config
+
+from conftest import ROOT, coco_options
+from mmsparx.cli import build_runner, load_config, prepare_device
+
+SMALL_DET = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=(160, 128), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+
+
+def runner_for(config, options, work_dir):
+    cfg = load_config(config, options, 'none', str(work_dir))
+    cfg.experiment_name = uuid.uuid4().hex
+    return cfg
+
+
+def test_maskrcnn_sparx_t_3x_trains_two_iterations(coco_root, tmp_path):
+    config = osp.join(ROOT, 'configs', 'maskrcnn_sparx_t_3x.py')
+    options = coco_options(coco_root)
+    options.pop('train_dataloader.dataset.pipeline.2.scale')
+    options['model.backbone.init_cfg'] = None
+    cfg = runner_for(config, options, tmp_path)
+    cfg.train_dataloader.dataset.pipeline = SMALL_DET
+    cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.val_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
+    runner = build_runner(cfg, config, prepare_device(cfg))
+    assert type(runner.model.backbone).__name__ == 'SparXMamba'
+    runner.train()
+    assert runner.iter == 2
+    loss = runner.message_hub.get_scalar('train/loss').current()
+    assert torch.isfinite(torch.tensor(loss))
+    assert 'val/coco/segm_mAP' in runner.message_hub.log_scalars
+
+
+def test_imagenet_config_trains_two_iterations(imagenet_root, tmp_path):
+    config = osp.join(ROOT, 'configs', 'imagenet', 'sparx_mamba_t_in1k.py')
+    cfg = runner_for(config, None, tmp_path)
+    small = [dict(type='LoadImageFromFile'),
+             dict(type='RandomResizedCrop', scale=64),
+             dict(type='PackInputs')]
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].update(batch_size=6, num_workers=0,
+                           persistent_workers=False)
+        cfg[loader].dataset.update(
+            data_root=imagenet_root, pipeline=small,
+            classes=osp.join(imagenet_root, 'meta', 'classes.txt'))
+    cfg.model.head.num_classes = 4
+    cfg.data_preprocessor.num_classes = 4
+    cfg.train_cfg.max_epochs = 1
+    cfg.val_evaluator = dict(type='Accuracy', topk=(1, ))
+    cfg.test_evaluator = cfg.val_evaluator
+    runner = build_runner(cfg, config, prepare_device(cfg))
+    runner.train()
+    assert runner.iter == 2  # 12 images, batch 6
+    assert 'val/accuracy/top1' in runner.message_hub.log_scalars
+
+
+def test_configs_name_the_recipe():
+    one = Config.fromfile(osp.join(ROOT, 'configs', 'maskrcnn_sparx_t_1x.py'))
+    three = Config.fromfile(osp.join(ROOT, 'configs',
+                                     'maskrcnn_sparx_t_3x.py'))
+    assert one.model.neck.in_channels == [96, 192, 320, 512]
+    assert one.optim_wrapper.optimizer.lr == 1e-4
+    assert one.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
+    assert one.param_scheduler[1].milestones == [8, 11]
+    assert three.train_cfg.max_epochs == 36
+    assert three.param_scheduler[1].milestones == [27, 33]
