@@ -76,7 +76,10 @@ def test_autocast_keeps_the_state_float32(device, backend, dtype, tol):
 def test_large_decays_do_not_overflow():
     # |delta * A| up to ~50 per step: a 64-token chunk would need exp(3000).
     inputs = make_inputs(1, 4, 100, 2, 1, 'cpu', scale=30.0)
-    assert _choose_chunk(torch.full((1, ), -50.0), 64) == 1
+    assert _choose_chunk(torch.full((1, ), -50.0), 64, 100) == 1
+    # Otherwise the length splits evenly: 784 tokens in 13 chunks of 61.
+    assert _choose_chunk(torch.full((1, ), -0.5), 64, 784) == 61
+    assert _choose_chunk(torch.full((1, ), -0.5), 64, 49) == 49
     ref, ref_grads = run(selective_scan_reference, inputs)
     out, grads = run(selective_scan, inputs, backend='chunked')
     assert torch.isfinite(out).all()

@@ -28,6 +28,16 @@ def test_maskrcnn_sparx_t_3x_trains_two_iterations(coco_root, tmp_path):
     options = coco_options(coco_root)
     options.pop('train_dataloader.dataset.pipeline.2.scale')
     options['model.backbone.init_cfg'] = None
+    options['model.roi_head.bbox_head.num_classes'] = 3
+    options['model.roi_head.mask_head.num_classes'] = 3
+    shapes = dict(classes=('rectangle', 'ellipse', 'triangle'))
+    for split, loader in (('train', 'train_dataloader'),
+                          ('val', 'val_dataloader'),
+                          ('val', 'test_dataloader')):
+        options[f'{loader}.dataset.ann_file'] = \
+            f'annotations/instances_{split}.json'
+        options[f'{loader}.dataset.data_prefix.img'] = f'{split}/'
+        options[f'{loader}.dataset.metainfo'] = shapes
     cfg = runner_for(config, options, tmp_path)
     cfg.train_dataloader.dataset.pipeline = SMALL_DET
     cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
@@ -57,6 +67,9 @@ def test_imagenet_config_trains_two_iterations(imagenet_root, tmp_path):
     cfg.model.head.num_classes = 4
     cfg.data_preprocessor.num_classes = 4
     cfg.train_cfg.max_epochs = 1
+    cfg.param_scheduler = [dict(type='LinearLR', start_factor=1e-3,
+                                by_epoch=True, end=1,
+                                convert_to_iter_based=True)]
     cfg.val_evaluator = dict(type='Accuracy', topk=(1, ))
     cfg.test_evaluator = cfg.val_evaluator
     runner = build_runner(cfg, config, prepare_device(cfg))

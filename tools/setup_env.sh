@@ -66,7 +66,7 @@ else
     cache="$WHEELS/torch-$tag"
     wheel=$(ls "$cache"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n1)
     if [ -z "$wheel" ]; then
-        echo "[setup] building mmcv $MMCV_VERSION from source (about 7 minutes on 2 cores, once)"
+        echo "[setup] building mmcv $MMCV_VERSION from source (10-15 minutes on 2 cores, once; cached in $cache)"
         src=$(mktemp -d)
         "${PIP[@]}" download --no-deps --no-binary :all: -d "$src" "mmcv==$MMCV_VERSION" \
             || fail "could not download the mmcv $MMCV_VERSION source from the package index."

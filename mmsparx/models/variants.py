@@ -20,6 +20,14 @@ VARIANTS: Dict[str, dict] = {
         backbone=dict(type='SparXMamba', arch='base', out_indices=(3, ),
                       out_norm='gn', drop_path_rate=0.5),
         in_channels=636, paper_params=84e6, paper_flops=15.90e9),
+    'sparx-swin-t': dict(
+        backbone=dict(type='SparXSwin', arch='tiny', out_indices=(3, ),
+                      out_norm='gn', drop_path_rate=0.2),
+        in_channels=576, paper_params=26e6, paper_flops=4.7e9),
+    'sparx-swin-b': dict(
+        backbone=dict(type='SparXSwin', arch='base', out_indices=(3, ),
+                      out_norm='gn', drop_path_rate=0.5),
+        in_channels=616, paper_params=88e6, paper_flops=16.2e9),
 }
 
 BASELINES: Dict[str, dict] = {

@@ -126,13 +126,16 @@ def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     return y.to(dtype)
 
 
-def _choose_chunk(dA: Tensor, chunk: int) -> int:
-    """Largest power-of-two chunk <= ``chunk`` whose in-chunk decay sum
-    stays under CHUNK_EXP_LIMIT (1 always works: it is the plain loop)."""
-    total = (-dA).amax().item() if dA.numel() else 0.0
-    while chunk > 1 and total * chunk > CHUNK_EXP_LIMIT:
+def _choose_chunk(dA: Tensor, chunk: int, length: int) -> int:
+    """The chunk size: at most ``chunk``, small enough that the in-chunk
+    decay sum stays under CHUNK_EXP_LIMIT (1 always works: it is the plain
+    loop), and splitting ``length`` evenly so little padding is needed."""
+    steepest = -dA.amin().item() if dA.numel() else 0.0
+    while chunk > 1 and steepest * chunk > CHUNK_EXP_LIMIT:
         chunk //= 2
-    return chunk
+    chunk = max(1, min(chunk, length))
+    chunks = -(-length // chunk)
+    return -(-length // chunks)
 
 
 def _entering_states(decay: Tensor, local: Tensor) -> Tensor:
@@ -175,7 +178,7 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
         dA = delta[:, :, None, :] * A[:, :, None]
         dBu = ((delta * u).view(b, groups, d // groups, 1, length) *
                B.float()[:, :, None]).view(b, d, n, length)
-        size = _choose_chunk(dA.detach(), chunk)
+        size = _choose_chunk(dA.detach(), chunk, length)
         chunks = -(-length // size)
         pad = chunks * size - length
         if pad:  # zero decay and input after the end change nothing before

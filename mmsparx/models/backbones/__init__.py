@@ -1,3 +1,4 @@
 from .sparx import SparXMamba
+from .sparx_swin import SparXSwin
 
-__all__ = ['SparXMamba']
+__all__ = ['SparXMamba', 'SparXSwin']

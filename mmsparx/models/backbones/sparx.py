@@ -115,6 +115,9 @@ class SparXStage(nn.Module):
 class SparXMamba(BaseModule):
     """SparX-Mamba backbone (T/S/B) for classification and dense tasks.
 
+    Subclasses change the token mixer (``make_mixer``, ``mixer_width``) and
+    the variant tables (``arch_settings``, ``arch_defaults``).
+
     Args:
         arch: 'tiny'/'t', 'small'/'s', 'base'/'b', or a dict with
             ``depths``, ``channels``, ``stem``, ``strides`` (S per stage),
@@ -137,6 +140,9 @@ class SparXMamba(BaseModule):
             ``tools/convert/sparx_mamba.py``).
     """
 
+    arch_settings = ARCH_SETTINGS
+    arch_defaults = ARCH_DEFAULTS
+
     def __init__(self, arch: Union[str, dict] = 'tiny',
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1, norm_eval: bool = False,
@@ -144,8 +150,8 @@ class SparXMamba(BaseModule):
                  out_norm: Optional[str] = 'ln', scan_backend: str = 'auto',
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
-        self.arch = resolve_arch(arch, ARCH_SETTINGS, ALIASES, ARCH_DEFAULTS,
-                                 type(self).__name__)
+        self.arch = resolve_arch(arch, self.arch_settings, ALIASES,
+                                 self.arch_defaults, type(self).__name__)
         depths, channels = self.arch['depths'], self.arch['channels']
         if not out_indices or any(not -4 <= i < 4 for i in out_indices):
             raise ValueError(f'out_indices must name stages 0..3 (or -4..-1)'
@@ -194,20 +200,28 @@ class SparXMamba(BaseModule):
                                arch['window'], with_stage_input=i > 0)
         blocks = []
         for j, sources in enumerate(plan):
-            in_proj = None
+            dmca = None
             if sources is not None:
                 if not sources:
                     raise ValueError(f'stage {i + 1} layer {j} is a ganglion '
                                      'layer with nothing connected to it')
-                in_proj = DMCA(dim, len(sources),
-                               int(arch['ssm_ratio'] * dim),
-                               arch['sr_ratios'][i], arch['attn_groups'])
-            mixer = SS2D(dim, d_state=arch['d_state'],
-                         ssm_ratio=arch['ssm_ratio'], in_proj=in_proj,
-                         scan_backend=scan_backend)
+                dmca = DMCA(dim, len(sources), self.mixer_width(dim),
+                            arch['sr_ratios'][i], arch['attn_groups'])
+            mixer = self.make_mixer(i, j, dim, dmca, scan_backend)
             blocks.append(SparXBlock(dim, mixer, arch['mlp_ratio'],
                                      arch['layer_scale'][i], rates[j]))
         return SparXStage(blocks, plan, with_cp)
+
+    def mixer_width(self, dim: int) -> int:
+        """Channels DMCA hands to the token mixer: SS2D's inner width."""
+        return int(self.arch['ssm_ratio'] * dim)
+
+    def make_mixer(self, stage: int, index: int, dim: int,
+                   dmca: Optional[nn.Module], scan_backend: str) -> nn.Module:
+        """The token mixer of one layer; ``dmca`` for ganglion layers."""
+        return SS2D(dim, d_state=self.arch['d_state'],
+                    ssm_ratio=self.arch['ssm_ratio'], in_proj=dmca,
+                    scan_backend=scan_backend)
 
     def init_weights(self) -> None:
         """``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts the
@@ -225,11 +239,6 @@ class SparXMamba(BaseModule):
             self._is_init = True
             return
         super().init_weights()
-
-    @property
-    def scan_backend(self) -> str:
-        """The scan backend the layers ask for ('auto' picks per device)."""
-        return self.stages[0].blocks[0].op.scan_backend
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages < 0:
