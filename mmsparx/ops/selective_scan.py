@@ -88,20 +88,17 @@ def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
     return backend
 
 
-def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
-    """float32 copies, softplus'd delta and B, C expanded to (b, d, n, l)."""
-    u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
+def _prepare(u, delta, A, B, delta_bias, delta_softplus):
+    """float32 u, A and discretisation step delta; checks B's groups."""
+    u, delta, A = u.float(), delta.float(), A.float()
     if delta_bias is not None:
         delta = delta + delta_bias.float()[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    d, groups = u.shape[1], B.shape[1]
-    if d % groups:
-        raise ValueError(f'{d} channels cannot be split into {groups} groups '
-                         'of B and C')
-    B = B.repeat_interleave(d // groups, dim=1)
-    C = C.repeat_interleave(d // groups, dim=1)
-    return u, delta, A, B, C
+    if u.shape[1] % B.shape[1]:
+        raise ValueError(f'{u.shape[1]} channels cannot be split into '
+                         f'{B.shape[1]} groups of B and C')
+    return u, delta, A
 
 
 def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
@@ -111,8 +108,10 @@ def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     """The recurrence, one token at a time: slow, obviously right."""
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias,
-                                     delta_softplus)
+        u, delta, A = _prepare(u, delta, A, B, delta_bias, delta_softplus)
+        per_group = u.shape[1] // B.shape[1]
+        B = B.float().repeat_interleave(per_group, dim=1)
+        C = C.float().repeat_interleave(per_group, dim=1)
         state = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
         ys = []
         for t in range(u.shape[2]):
@@ -164,16 +163,9 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     """
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        u, delta, A = u.float(), delta.float(), A.float()
-        if delta_bias is not None:
-            delta = delta + delta_bias.float()[:, None]
-        if delta_softplus:
-            delta = F.softplus(delta)
+        u, delta, A = _prepare(u, delta, A, B, delta_bias, delta_softplus)
         b, d, length = u.shape
         n, groups = A.shape[1], B.shape[1]
-        if d % groups:
-            raise ValueError(f'{d} channels cannot be split into {groups} '
-                             'groups of B and C')
         # (b, d, n, l) with the sequence last, where cumsum is fastest.
         dA = delta[:, :, None, :] * A[:, :, None]
         dBu = ((delta * u).view(b, groups, d // groups, 1, length) *
@@ -200,10 +192,12 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                                         end_decay * inner[..., -1])
             state = decay * (inner + entering[..., None])
         state = state.view(b, d, n, chunks * size)[..., :length]
-        y = (state.view(b, groups, d // groups, n, length) *
-             C.float()[:, :, None]).sum(dim=3).view(b, d, length)
+        y = state.reshape(b, groups, d // groups, n, length) * \
+            C.float()[:, :, None]
+        # With one state (SparX) there is nothing to sum: skip that pass.
+        y = (y.squeeze(3) if n == 1 else y.sum(dim=3)).reshape(b, d, length)
         if D is not None:
-            y = y + u * D.float()[:, None]
+            y = torch.addcmul(y, u, D.float()[:, None])
     return y.to(dtype)
 
 
