@@ -55,8 +55,13 @@ def available_toolboxes() -> tuple:
 
 
 def _existing(registry, name: str):
-    """The class already bound to ``name`` in ``registry`` or its parents."""
-    registry.import_from_location()  # the toolbox's own models, loaded lazily
+    """The class already bound to ``name`` in ``registry`` or its parents.
+
+    The toolbox's own models are not force-imported here (that costs
+    seconds per process): a name one of them registers later makes that
+    import fail loudly, so nothing is ever shadowed silently, and the
+    tests check every mmsparx name against the fully imported toolboxes.
+    """
     node = registry
     while node is not None:
         if name in node.module_dict:

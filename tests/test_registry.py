@@ -55,6 +55,8 @@ def test_registered_backbone_inside_a_toolbox_model():
 
 
 def test_never_shadows_an_existing_name():
+    import mmdet.models  # noqa: F401  the toolbox's own names, all loaded
+
     class ResNet(TinyNet):
         pass
 
@@ -63,6 +65,15 @@ def test_never_shadows_an_existing_name():
     from mmdet.models.backbones import ResNet as DetResNet
     from mmdet.registry import MODELS
     assert MODELS.get('ResNet') is DetResNet
+
+
+def test_no_mmsparx_name_exists_in_any_toolbox():
+    from mmsparx.models import MODEL_CLASSES
+    for scope, registry in toolbox_registries().items():
+        registry.import_from_location()
+        for cls in MODEL_CLASSES:
+            assert registry.module_dict.get(cls.__name__) is cls, scope
+            assert cls.__name__ not in registry.parent.module_dict
 
 
 def test_registries_are_the_toolboxes_own():
