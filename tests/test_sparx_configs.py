@@ -15,6 +15,13 @@ SMALL_DET = [
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
+SMALL_TEST = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(160, 128), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
+                                          'img_shape', 'scale_factor')),
+]
 
 
 def runner_for(config, options, work_dir):
@@ -88,3 +95,40 @@ def test_configs_name_the_recipe():
     assert one.param_scheduler[1].milestones == [8, 11]
     assert three.train_cfg.max_epochs == 36
     assert three.param_scheduler[1].milestones == [27, 33]
+
+
+def test_maskrcnn_sparx_t_3x_dist_train_two_processes(coco_root, tmp_path):
+    """The 3x config, unchanged but for data and image size, trains with
+    tools/dist_train.sh on 2 CPU processes (gloo)."""
+    import glob
+
+    from conftest import free_port, run_tool
+    config = tmp_path / 'small.py'
+    ann = osp.join(coco_root, 'annotations', 'instances_{}.json')
+    config.write_text(f"""
+_base_ = [{osp.join(ROOT, 'configs', 'maskrcnn_sparx_t_3x.py')!r}]
+classes = ('rectangle', 'ellipse', 'triangle')
+model = dict(backbone=dict(init_cfg=None),
+             roi_head=dict(bbox_head=dict(num_classes=3),
+                           mask_head=dict(num_classes=3)))
+train_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(
+    data_root={coco_root + '/'!r}, ann_file='annotations/instances_train.json',
+    data_prefix=dict(img='train/'), metainfo=dict(classes=classes),
+    pipeline={SMALL_DET!r}))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(
+    data_root={coco_root + '/'!r}, ann_file='annotations/instances_val.json',
+    data_prefix=dict(img='val/'), metainfo=dict(classes=classes),
+    pipeline={SMALL_TEST!r}))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file={ann.format('val')!r})
+test_evaluator = val_evaluator
+train_cfg = dict(max_epochs=1)
+""")
+    result = run_tool(['bash', 'tools/dist_train.sh', str(config), '2',
+                       '--work-dir', str(tmp_path / 'work')],
+                      env={'PORT': str(free_port())})
+    assert result.returncode == 0, result.stdout[-3000:] + \
+        result.stderr[-3000:]
+    log = open(glob.glob(str(tmp_path / 'work' / '*' / '*.log'))[0]).read()
+    assert 'GPU number: 2' in log and 'Epoch(train) [1][1/1]' in log
+    assert 'coco/segm_mAP' in log
