@@ -64,7 +64,9 @@ if "$PY" -c "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VER
 else
     tag=$("$PY" -c 'import torch; print(torch.__version__.replace("+", "_"))')
     cache="$WHEELS/torch-$tag"
-    wheel=$(ls "$cache"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n1)
+    # A clone on a machine that built it before reuses the user-level copy.
+    shared="${MMSPARX_WHEEL_CACHE:-$HOME/.cache/mmsparx/wheels}/torch-$tag"
+    wheel=$(ls "$cache"/mmcv-$MMCV_VERSION-*.whl "$shared"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n1)
     if [ -z "$wheel" ]; then
         echo "[setup] building mmcv $MMCV_VERSION from source (10-15 minutes on 2 cores, once; cached in $cache)"
         src=$(mktemp -d)
@@ -81,6 +83,7 @@ else
             || fail "the mmcv build failed (see the compiler output above); it needs gcc/g++ and about 3 GB of RAM: install build-essential, or set MAX_JOBS=1."
         rm -rf "$src"
         wheel=$(ls "$cache"/mmcv-$MMCV_VERSION-*.whl | head -n1)
+        mkdir -p "$shared" && cp "$wheel" "$shared"/ || true
     fi
     "${PIP[@]}" install --no-deps --force-reinstall "$wheel" \
         || fail "could not install $wheel; delete $cache and rerun to rebuild it."
