@@ -6,6 +6,7 @@ import argparse
 import os
 import os.path as osp
 import re
+import uuid
 from typing import List, Optional, Sequence
 
 from mmengine.config import Config, DictAction
@@ -50,6 +51,12 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
             f'the config is for, one of {SCOPES} (inherit the toolbox\'s '
             f'default_runtime.py, or set default_scope yourself).')
     cfg.launcher = launcher
+    if isinstance(cfg.get('visualizer'), dict):
+        # mmengine keeps visualizers by name for the whole process: a second
+        # runner (notebook, test suite) would get the first one's, possibly
+        # another toolbox's class. A unique name keeps each runner's own.
+        base = cfg.visualizer.get('name', 'visualizer')
+        cfg.visualizer['name'] = f'{base}-{uuid.uuid4().hex[:8]}'
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
