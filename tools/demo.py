@@ -19,7 +19,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--config', default=DEFAULT_CONFIG)
     parser.add_argument('--data-root', default='data/demo_coco')
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--num-train', type=int, default=64)
+    parser.add_argument('--num-train', type=int, default=48)
     parser.add_argument('--num-val', type=int, default=16)
     parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--procs', type=int, default=2,
