@@ -37,6 +37,17 @@ def imagenet_root(tmp_path_factory):
     return root
 
 
+def load_test_config(config: str, options, work_dir, launcher='none'):
+    """The tools' config loading, with a fresh experiment name: runners in
+    one process share mmengine's global instances by that name."""
+    import uuid
+
+    from mmsparx.cli import load_config
+    cfg = load_config(config, options, launcher, str(work_dir))
+    cfg.experiment_name = uuid.uuid4().hex
+    return cfg
+
+
 def coco_options(root: str) -> dict:
     """Config overrides that point the demo detector at ``root``, small."""
     ann = osp.join(root, 'annotations', 'instances_val.json')

@@ -1,12 +1,11 @@
 """The SparX-Mamba configs train on generated data with the real runners."""
 import os.path as osp
-import uuid
 
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT, coco_options
-from mmsparx.cli import build_runner, load_config, prepare_device
+from conftest import ROOT, coco_options, load_test_config
+from mmsparx.cli import build_runner, prepare_device
 
 SMALL_DET = [
     dict(type='LoadImageFromFile'),
@@ -24,12 +23,6 @@ SMALL_TEST = [
 ]
 
 
-def runner_for(config, options, work_dir):
-    cfg = load_config(config, options, 'none', str(work_dir))
-    cfg.experiment_name = uuid.uuid4().hex
-    return cfg
-
-
 def test_maskrcnn_sparx_t_3x_trains_two_iterations(coco_root, tmp_path):
     config = osp.join(ROOT, 'configs', 'maskrcnn_sparx_t_3x.py')
     options = coco_options(coco_root)
@@ -45,7 +38,7 @@ def test_maskrcnn_sparx_t_3x_trains_two_iterations(coco_root, tmp_path):
             f'annotations/instances_{split}.json'
         options[f'{loader}.dataset.data_prefix.img'] = f'{split}/'
         options[f'{loader}.dataset.metainfo'] = shapes
-    cfg = runner_for(config, options, tmp_path)
+    cfg = load_test_config(config, options, tmp_path)
     cfg.train_dataloader.dataset.pipeline = SMALL_DET
     cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.val_dataloader.update(num_workers=0, persistent_workers=False)
@@ -61,7 +54,7 @@ def test_maskrcnn_sparx_t_3x_trains_two_iterations(coco_root, tmp_path):
 
 def test_imagenet_config_trains_two_iterations(imagenet_root, tmp_path):
     config = osp.join(ROOT, 'configs', 'imagenet', 'sparx_mamba_t_in1k.py')
-    cfg = runner_for(config, None, tmp_path)
+    cfg = load_test_config(config, None, tmp_path)
     small = [dict(type='LoadImageFromFile'),
              dict(type='RandomResizedCrop', scale=64),
              dict(type='PackInputs')]

@@ -4,7 +4,6 @@ import glob
 import os.path as osp
 import pickle
 import sys
-import uuid
 
 import pytest
 import torch
@@ -12,13 +11,12 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 from conftest import (DEMO_DET, DEMO_SEG, ROOT, as_cli, coco_options,
-                      free_port, run_tool)
-from mmsparx.cli import build_runner, load_config, prepare_device
+                      free_port, load_test_config, run_tool)
+from mmsparx.cli import build_runner, prepare_device
 
 
 def make_runner(config, options, work_dir, launcher='none'):
-    cfg = load_config(config, options, launcher, str(work_dir))
-    cfg.experiment_name = uuid.uuid4().hex  # runners share global state
+    cfg = load_test_config(config, options, work_dir, launcher)
     return build_runner(cfg, config, prepare_device(cfg))
 
 

@@ -21,7 +21,6 @@ multiplies many decays together and half precision loses it.
 """
 from __future__ import annotations
 
-import logging
 import os
 from typing import Optional, Tuple
 
@@ -77,14 +76,9 @@ def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
     key = (torch.device(device).type, backend)
     if key not in _logged:
         _logged.add(key)
-        logging.getLogger('mmsparx').info(
-            'mmsparx selective scan on %s: %s backend', key[0], backend)
-        try:
-            from mmengine.logging import print_log
-            print_log(f'mmsparx selective scan on {key[0]}: {backend} '
-                      'backend', logger='current')
-        except ImportError:
-            pass
+        from mmengine.logging import print_log
+        print_log(f'mmsparx selective scan on {key[0]}: {backend} backend',
+                  logger='current')
     return backend
 
 
