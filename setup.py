@@ -1,5 +1,7 @@
 """mmsparx: SparX, SpaRTAN and SparseSwin backbones for OpenMMLab."""
+import os
 import os.path as osp
+import sys
 
 from setuptools import find_packages, setup
 
@@ -19,6 +21,44 @@ def version() -> str:
     return scope['__version__']
 
 
+def scan_extensions() -> dict:
+    """The fused CPU selective scan (mmsparx/ops/csrc), built twice: for
+    any x86-64/ARM CPU and for AVX2+FMA, picked at run time. Optional: with
+    no torch at build time, no compiler, or MMSPARX_NO_EXT=1 mmsparx installs
+    without it and the scan uses its PyTorch backend."""
+    if os.environ.get('MMSPARX_NO_EXT') == '1':
+        return {}
+    try:
+        from torch.utils.cpp_extension import BuildExtension, CppExtension
+    except ImportError:
+        print('mmsparx: torch not importable at build time; installing '
+              'without the fused CPU scan', file=sys.stderr)
+        return {}
+
+    class OptionalBuild(BuildExtension):
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as error:  # noqa: BLE001 any compiler failure
+                print(f'mmsparx: {ext.name} not built ({error}); the scan '
+                      'uses its PyTorch backend', file=sys.stderr)
+
+    csrc = 'mmsparx/ops/csrc/'
+    # -ffast-math lets gcc call glibc's vector exp/log1p in the per-step
+    # precomputation (the recurrence itself is exact multiply-adds).
+    flags = ['-O3', '-ffast-math']
+    exts = [CppExtension('mmsparx.ops._scan_cpu',
+                         [csrc + 'selective_scan_cpu.cpp'],
+                         extra_compile_args=flags)]
+    import platform
+    if platform.machine() in ('x86_64', 'AMD64'):
+        exts.append(CppExtension(
+            'mmsparx.ops._scan_cpu_avx2',
+            [csrc + 'selective_scan_cpu_avx2.cpp'],
+            extra_compile_args=flags + ['-mavx2', '-mfma']))
+    return dict(ext_modules=exts, cmdclass=dict(build_ext=OptionalBuild))
+
+
 setup(
     name='mmsparx',
     version=version(),
@@ -31,4 +71,5 @@ setup(
         toolboxes=requirements('toolboxes.txt'),
         tests=requirements('tests.txt'),
         cuda=requirements('cuda.txt')),
+    **scan_extensions(),
 )

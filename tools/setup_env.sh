@@ -17,7 +17,7 @@ STEP=start
 step() { STEP=$1; echo "[setup] $1"; }
 fail() { echo "[setup] FAILED in step '$STEP': $1" >&2; exit 1; }
 
-want=$(cat requirements/*.txt tools/setup_env.sh setup.py | sha1sum | cut -c1-16)
+want=$(cat requirements/*.txt tools/setup_env.sh setup.py mmsparx/ops/csrc/* | sha1sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     echo "[setup] $VENV is up to date (remove $STAMP to redo)"
     exit 0

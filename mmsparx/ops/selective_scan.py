@@ -12,6 +12,11 @@ Backends (``BACKENDS``), picked per call by :func:`resolve_backend`:
 
 * ``mamba_ssm``: the fused CUDA kernel, when the package imports and the
   tensors are on CUDA.
+* ``triton``: Triton kernels (``triton_scan.py``), the GPU path without a
+  compiled extension; on CPU only under ``TRITON_INTERPRET=1`` (tests).
+* ``fused_cpu``: a C++ kernel (``mmsparx/ops/csrc``, built by ``make
+  setup``) that reads each channel once and recomputes states in its
+  backward; CPU tensors, when the extension was built.
 * ``chunked``: PyTorch, vectorised over chunks of the sequence with a short
   loop across chunks; any device, autograd for the backward.
 * ``reference``: the plain per-token loop the others are tested against.
@@ -21,6 +26,7 @@ multiplies many decays together and half precision loses it.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Optional, Tuple
 
@@ -28,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ('mamba_ssm', 'chunked', 'reference')
+BACKENDS = ('mamba_ssm', 'triton', 'fused_cpu', 'chunked', 'reference')
 BACKEND_ENV = 'MMSPARX_SCAN_BACKEND'
 
 # exp(-S) inside a chunk is kept below exp(CHUNK_EXP_LIMIT) so float32
@@ -46,12 +52,50 @@ def _mamba_fn():
     return selective_scan_fn
 
 
+def _triton_fn():
+    try:
+        from .triton_scan import selective_scan_triton
+    except Exception:  # no triton, or one that cannot initialise here
+        return None
+    return selective_scan_triton
+
+
+_cpu_kernel_cache: list = []
+
+
+def _cpu_kernel():
+    """The compiled CPU scan: the AVX2 build where the CPU has AVX2 (torch
+    reports it), else the portable one; None when neither was built."""
+    if not _cpu_kernel_cache:
+        names = ['_scan_cpu']
+        if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):
+            names.insert(0, '_scan_cpu_avx2')
+        module = None
+        for name in names:
+            try:
+                module = importlib.import_module(f'mmsparx.ops.{name}')
+                break
+            except ImportError:
+                continue
+        _cpu_kernel_cache.append(module)
+    return _cpu_kernel_cache[0]
+
+
 def available_backends(device: str | torch.device = 'cpu') -> Tuple[str, ...]:
     """The backends that can run on ``device`` here, fastest first."""
     found = []
-    if torch.device(device).type == 'cuda' and _mamba_fn() is not None:
+    kind = torch.device(device).type
+    if kind == 'cuda' and _mamba_fn() is not None:
         found.append('mamba_ssm')
-    return tuple(found + ['chunked', 'reference'])
+    if kind == 'cuda' and _triton_fn() is not None:
+        found.append('triton')
+    if kind == 'cpu' and _cpu_kernel() is not None:
+        found.append('fused_cpu')
+    found.append('chunked')
+    if kind == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1' and \
+            _triton_fn() is not None:
+        found.append('triton')  # the interpreter: correct, not fast
+    return tuple(found + ['reference'])
 
 
 def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
@@ -70,7 +114,9 @@ def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
         raise RuntimeError(
             f'scan backend {requested!r} cannot run on {device} here '
             f'(usable: {usable}); mamba_ssm needs CUDA tensors and '
-            f'`pip install -r requirements/cuda.txt`.')
+            f'`pip install -r requirements/cuda.txt`; triton needs CUDA '
+            f'tensors (or TRITON_INTERPRET=1 on CPU); fused_cpu needs CPU '
+            f'tensors and the extension `make setup` builds.')
     else:
         backend = requested
     key = (torch.device(device).type, backend)
@@ -89,10 +135,14 @@ def _prepare(u, delta, A, B, delta_bias, delta_softplus):
         delta = delta + delta_bias.float()[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
+    _prepare_check(u, B)
+    return u, delta, A
+
+
+def _prepare_check(u: Tensor, B: Tensor) -> None:
     if u.shape[1] % B.shape[1]:
         raise ValueError(f'{u.shape[1]} channels cannot be split into '
                          f'{B.shape[1]} groups of B and C')
-    return u, delta, A
 
 
 def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
@@ -206,8 +256,49 @@ def _selective_scan_mamba(u, delta, A, B, C, D, delta_bias, delta_softplus):
                   delta_bias.float(), delta_softplus=delta_softplus)
 
 
+class _FusedCPUScan(torch.autograd.Function):
+    """The C++ kernel with its own backward (it recomputes the states)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
+        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
+        ctx.delta_softplus = delta_softplus
+        return _cpu_kernel().forward(u, delta, A, B, C, D, delta_bias,
+                                     delta_softplus)
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+        grads = _cpu_kernel().backward(grad.contiguous(), u, delta, A, B, C,
+                                       D, delta_bias, ctx.delta_softplus)
+        gu, gdelta, gA, gB, gC, gD, gbias = grads
+        return (gu, gdelta, gA, gB, gC, gD if D.numel() else None,
+                gbias if delta_bias.numel() else None, None)
+
+
+def _selective_scan_fused_cpu(u, delta, A, B, C, D, delta_bias,
+                              delta_softplus):
+    dtype = u.dtype
+    empty = u.new_empty(0, dtype=torch.float32)
+
+    def f32(t):
+        return empty if t is None else t.float().contiguous()
+
+    with torch.autocast('cpu', enabled=False):
+        _prepare_check(u, B)
+        y = _FusedCPUScan.apply(f32(u), f32(delta), f32(A), f32(B), f32(C),
+                                f32(D), f32(delta_bias), delta_softplus)
+    return y.to(dtype)
+
+
+def _selective_scan_triton(*args):
+    return _triton_fn()(*args)
+
+
 _IMPLEMENTATIONS = {
     'mamba_ssm': _selective_scan_mamba,
+    'triton': _selective_scan_triton,
+    'fused_cpu': _selective_scan_fused_cpu,
     'chunked': selective_scan_chunked,
     'reference': selective_scan_reference,
 }

@@ -10,10 +10,9 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmsparx.ops import cross_merge, cross_scan, selective_scan
+from mmsparx.ops import cross_selective_scan
 
 DIRECTIONS = 4
 
@@ -77,22 +76,23 @@ class SS2D(nn.Module):
             self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def scan(self, x: Tensor) -> Tensor:
-        """(B, 2C, H, W) after conv+SiLU -> merged scan output, same shape."""
+        """(B, 2C, H, W) after conv+SiLU -> merged scan output, same shape.
+
+        x_proj and dt_proj act per pixel, so they run once on the map (map
+        order) for all four directions; the scan takes each direction's
+        order itself.
+        """
         b, d, h, w = x.shape
         length = h * w
-        xs = cross_scan(x)  # (B, 4, D, L)
-        proj = F.conv1d(xs.reshape(b, DIRECTIONS * d, length),
-                        self.x_proj_weight, groups=DIRECTIONS)
-        proj = proj.view(b, DIRECTIONS, -1, length)
+        proj = torch.matmul(self.x_proj_weight.view(DIRECTIONS, -1, d),
+                            x.reshape(b, 1, d, length))  # (B, 4, R+2N, L)
         dts, Bs, Cs = torch.split(
             proj, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum('bkrl,kdr->bkdl', dts, self.dt_projs_weight)
-        y = selective_scan(
-            xs.reshape(b, -1, length), dts.reshape(b, -1, length),
-            -torch.exp(self.A_logs.float()), Bs.contiguous(),
-            Cs.contiguous(), self.Ds, self.dt_projs_bias.reshape(-1),
-            delta_softplus=True, backend=self.scan_backend)
-        return cross_merge(y.view(b, DIRECTIONS, d, length), h, w)
+        dts = torch.matmul(self.dt_projs_weight, dts)  # (B, 4, D, L)
+        return cross_selective_scan(
+            x, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds,
+            self.dt_projs_bias.reshape(-1), delta_softplus=True,
+            backend=self.scan_backend)
 
     def forward(self, x: Tensor, *in_proj_args) -> Tensor:
         x = self.act(self.conv2d(self.in_proj(x, *in_proj_args)))

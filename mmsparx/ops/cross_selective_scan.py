@@ -1,0 +1,82 @@
+"""SS2D's scan as one op: four directions over a map, summed back onto it.
+
+Everything SS2D computes before the scan (x_proj, dt_proj) is per pixel, so
+it can stay in map order; only the scan itself needs the four sequence
+orders. The generic path builds them (``cross_scan``), scans with any
+backend and merges; on CPU the fused kernel walks the map in each
+direction's order directly, so the 4x copies and the merge never exist.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .cross_scan import cross_merge, cross_scan
+from .selective_scan import _cpu_kernel, resolve_backend, selective_scan
+
+
+def directional(t: Tensor, height: int, width: int) -> Tensor:
+    """(B, 4, ..., H*W) in map order -> each direction k in its own scan
+    order (row-major, column-major, both reversed), as ``cross_scan``."""
+    rows, cols = t[:, 0], t[:, 1]
+    cols = cols.unflatten(-1, (height, width)).transpose(-2, -1).flatten(-2)
+    return torch.stack([rows, cols, t[:, 2].flip(-1),
+                        t[:, 3].unflatten(-1, (height, width))
+                        .transpose(-2, -1).flatten(-2).flip(-1)], dim=1)
+
+
+class _FusedCrossScan(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x, delta, A, B, C, D, delta_bias, softplus, h, w):
+        ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
+        ctx.args = (softplus, h, w)
+        return _cpu_kernel().cross_forward(x, delta, A, B, C, D, delta_bias,
+                                           softplus, h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+        gx, gdelta, gA, gB, gC, gD, gbias = _cpu_kernel().cross_backward(
+            grad.contiguous(), x, delta, A, B, C, D, delta_bias, *ctx.args)
+        return (gx, gdelta, gA, gB, gC, gD if D.numel() else None,
+                gbias if delta_bias.numel() else None, None, None, None)
+
+
+def cross_selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor,
+                         C: Tensor, D: Optional[Tensor] = None,
+                         delta_bias: Optional[Tensor] = None,
+                         delta_softplus: bool = False,
+                         backend: str = 'auto') -> Tensor:
+    """Selective scan of (B, d, H, W) in SS2D's four directions, summed.
+
+    Args:
+        x: (B, d, H, W) the scanned input u.
+        delta, B, C: (B, 4, d, H*W) and (B, 4, N, H*W), per direction, in map
+            (row-major) order: direction k's sequence is taken from them.
+        A: (4d, N); D, delta_bias: (4d,), direction-major as in SS2D.
+    Returns:
+        (B, d, H, W) in x's dtype.
+    """
+    b, d, h, w = x.shape
+    length = h * w
+    if not torch.jit.is_tracing() and \
+            resolve_backend(x.device, backend) == 'fused_cpu':
+        empty = x.new_empty(0, dtype=torch.float32)
+
+        def f32(t):
+            return empty if t is None else t.float().contiguous()
+
+        with torch.autocast('cpu', enabled=False):
+            y = _FusedCrossScan.apply(
+                f32(x.reshape(b, d, length)), f32(delta), f32(A), f32(B),
+                f32(C), f32(D), f32(delta_bias), delta_softplus, h, w)
+        return y.view(b, d, h, w).to(x.dtype)
+    y = selective_scan(
+        cross_scan(x).reshape(b, 4 * d, length),
+        directional(delta, h, w).reshape(b, 4 * d, length), A,
+        directional(B, h, w).contiguous(), directional(C, h, w).contiguous(),
+        D, delta_bias, delta_softplus=delta_softplus, backend=backend)
+    return cross_merge(y.view(b, 4, d, length), h, w)
