@@ -148,7 +148,7 @@ def test_cross_scan_directions_and_merge_is_its_adjoint():
     torch.testing.assert_close(x.grad, cross_merge(y, 4, 5))
 
 
-def make_cross_inputs(b, d, h, w, n, seed=0):
+def make_cross_inputs(b, d, h, w, n, r=3, seed=0):
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape, std=1.0):
@@ -156,10 +156,10 @@ def make_cross_inputs(b, d, h, w, n, seed=0):
 
     length = h * w
     A = (-torch.exp(torch.randn(4 * d, n, generator=g) * 0.5))
-    return dict(x=rand(b, d, h, w), delta=rand(b, 4, d, length, std=0.5),
-                A=A.requires_grad_(True), B=rand(b, 4, n, length),
-                C=rand(b, 4, n, length), D=rand(4 * d),
-                delta_bias=rand(4 * d, std=0.5))
+    return dict(x=rand(b, d, h, w), dt_low=rand(b, 4, r, length),
+                dt_weight=rand(4, d, r, std=0.3), A=A.requires_grad_(True),
+                B=rand(b, 4, n, length), C=rand(b, 4, n, length),
+                D=rand(4 * d), delta_bias=rand(4 * d, std=0.5))
 
 
 @pytest.mark.parametrize('backend', [b for d, b in FAST if d == 'cpu'])
@@ -168,10 +168,11 @@ def test_cross_selective_scan_matches_scan_per_direction(backend, size):
     # The reference: four explicit sequences through the per-token loop.
     h, w, n = size
     inputs = make_cross_inputs(2, 3, h, w, n)
-    x = inputs['x']
+    x, low = inputs['x'], inputs['dt_low']
+    delta = torch.einsum('kdr,bkrl->bkdl', inputs['dt_weight'], low)
     ref = cross_merge(selective_scan_reference(
         cross_scan(x).reshape(2, 12, h * w),
-        directional(inputs['delta'], h, w).reshape(2, 12, h * w),
+        directional(delta, h, w).reshape(2, 12, h * w),
         inputs['A'], directional(inputs['B'], h, w),
         directional(inputs['C'], h, w), inputs['D'], inputs['delta_bias'],
         delta_softplus=True).view(2, 4, 3, h * w), h, w)

@@ -30,38 +30,49 @@ def directional(t: Tensor, height: int, width: int) -> Tensor:
 class _FusedCrossScan(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x, delta, A, B, C, D, delta_bias, softplus, h, w):
-        ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
+    def forward(ctx, x, low, weight, A, B, C, D, delta_bias, softplus, h, w):
+        ctx.save_for_backward(x, low, weight, A, B, C, D, delta_bias)
         ctx.args = (softplus, h, w)
-        return _cpu_kernel().cross_forward(x, delta, A, B, C, D, delta_bias,
-                                           softplus, h, w)
+        return _cpu_kernel().cross_forward(x, low, weight, A, B, C, D,
+                                           delta_bias, softplus, h, w)
 
     @staticmethod
     def backward(ctx, grad):
-        x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-        gx, gdelta, gA, gB, gC, gD, gbias = _cpu_kernel().cross_backward(
-            grad.contiguous(), x, delta, A, B, C, D, delta_bias, *ctx.args)
-        return (gx, gdelta, gA, gB, gC, gD if D.numel() else None,
+        x, low, weight, A, B, C, D, delta_bias = ctx.saved_tensors
+        gx, graw, gA, gB, gC, gD, gbias = _cpu_kernel().cross_backward(
+            grad.contiguous(), x, low, weight, A, B, C, D, delta_bias,
+            *ctx.args)
+        # raw delta = weight @ low per direction: two matmuls give the rest.
+        glow = torch.matmul(weight.transpose(1, 2), graw)
+        gweight = torch.matmul(graw, low.transpose(2, 3)).sum(0)
+        return (gx, glow, gweight, gA, gB, gC, gD if D.numel() else None,
                 gbias if delta_bias.numel() else None, None, None, None)
 
 
-def cross_selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor,
-                         C: Tensor, D: Optional[Tensor] = None,
+def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
+                         A: Tensor, B: Tensor, C: Tensor,
+                         D: Optional[Tensor] = None,
                          delta_bias: Optional[Tensor] = None,
                          delta_softplus: bool = False,
                          backend: str = 'auto') -> Tensor:
     """Selective scan of (B, d, H, W) in SS2D's four directions, summed.
 
+    The step of direction k is ``delta = dt_weight[k] @ dt_low[:, k]``
+    (SS2D's dt_proj, taken in here so the fused kernel never writes the
+    (B, 4, d, H*W) delta to memory).
+
     Args:
         x: (B, d, H, W) the scanned input u.
-        delta, B, C: (B, 4, d, H*W) and (B, 4, N, H*W), per direction, in map
-            (row-major) order: direction k's sequence is taken from them.
-        A: (4d, N); D, delta_bias: (4d,), direction-major as in SS2D.
+        dt_low: (B, 4, R, H*W); B, C: (B, 4, N, H*W); per direction, in map
+            (row-major) order.
+        dt_weight: (4, d, R). A: (4d, N); D, delta_bias: (4d,),
+            direction-major as in SS2D.
     Returns:
         (B, d, H, W) in x's dtype.
     """
     b, d, h, w = x.shape
     length = h * w
+    low, B, C = (directional(t, h, w) for t in (dt_low, B, C))
     if not torch.jit.is_tracing() and \
             resolve_backend(x.device, backend) == 'fused_cpu':
         empty = x.new_empty(0, dtype=torch.float32)
@@ -71,12 +82,13 @@ def cross_selective_scan(x: Tensor, delta: Tensor, A: Tensor, B: Tensor,
 
         with torch.autocast('cpu', enabled=False):
             y = _FusedCrossScan.apply(
-                f32(x.reshape(b, d, length)), f32(delta), f32(A), f32(B),
-                f32(C), f32(D), f32(delta_bias), delta_softplus, h, w)
+                f32(x.reshape(b, d, length)), f32(low), f32(dt_weight),
+                f32(A), f32(B), f32(C), f32(D), f32(delta_bias),
+                delta_softplus, h, w)
         return y.view(b, d, h, w).to(x.dtype)
+    delta = torch.matmul(dt_weight, low)  # (B, 4, d, L)
     y = selective_scan(
         cross_scan(x).reshape(b, 4 * d, length),
-        directional(delta, h, w).reshape(b, 4 * d, length), A,
-        directional(B, h, w).contiguous(), directional(C, h, w).contiguous(),
+        delta.reshape(b, 4 * d, length), A, B.contiguous(), C.contiguous(),
         D, delta_bias, delta_softplus=delta_softplus, backend=backend)
     return cross_merge(y.view(b, 4, d, length), h, w)

@@ -78,19 +78,21 @@ class SS2D(nn.Module):
     def scan(self, x: Tensor) -> Tensor:
         """(B, 2C, H, W) after conv+SiLU -> merged scan output, same shape.
 
-        x_proj and dt_proj act per pixel, so they run once on the map (map
-        order) for all four directions; the scan takes each direction's
-        order itself.
+        x_proj acts per pixel, so it runs once on the map for all four
+        directions; dt_proj goes into the scan op (fused on CPU).
         """
         b, d, h, w = x.shape
         length = h * w
-        proj = torch.matmul(self.x_proj_weight.view(DIRECTIONS, -1, d),
-                            x.reshape(b, 1, d, length))  # (B, 4, R+2N, L)
+        # One (4(R+2N), D) @ (D, L) product per image; a broadcast batched
+        # matmul would first copy x four times.
+        proj = torch.matmul(self.x_proj_weight.view(-1, d),
+                            x.reshape(b, d, length)).view(
+                                b, DIRECTIONS, -1, length)
         dts, Bs, Cs = torch.split(
             proj, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.matmul(self.dt_projs_weight, dts)  # (B, 4, D, L)
         return cross_selective_scan(
-            x, dts, -torch.exp(self.A_logs.float()), Bs, Cs, self.Ds,
+            x, dts, self.dt_projs_weight, -torch.exp(self.A_logs.float()),
+            Bs, Cs, self.Ds,
             self.dt_projs_bias.reshape(-1), delta_softplus=True,
             backend=self.scan_backend)
 

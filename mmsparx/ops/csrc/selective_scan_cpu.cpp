@@ -11,9 +11,10 @@
 //   (b, g, n, l); D, delta_bias (d) or empty; float32, contiguous.
 // cross_scan_*: SS2D's four directions (row-major, column-major, both
 //   reversed) read straight from the (b, d, h*w) map and summed back onto
-//   it, so the direction copies and the merge never exist in memory:
-//   x (b, d, hw); delta (b, 4, d, hw), B, C (b, 4, n, hw) in map order;
-//   A (4d, n); D, delta_bias (4d) or empty.
+//   it, with dt_proj fused, so neither the direction copies of x, the
+//   merge, nor the (b, 4, d, hw) delta exist in memory: x (b, d, hw) map
+//   order; dt_low (b, 4, r, hw), B, C (b, 4, n, hw) in each direction's
+//   scan order; dt_weight (4, d, r); A (4d, n); D, delta_bias (4d) or empty.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -38,31 +39,31 @@ void check_float(const at::Tensor& t, const char* name) {
               name, " must be a contiguous float32 CPU tensor");
 }
 
-// Per-thread buffers for one sequence of length L with N states.
+// Per-thread buffers for one sequence of length L.
 struct Scratch {
-  std::vector<float> u, raw, dt, decay, drive, states, B, C, g;
-  Scratch(int64_t L, int64_t N)
-      : u(L), raw(L), dt(L), decay(L), drive(L), states(L),
-        B(N * L), C(N * L), g(L) {}
+  std::vector<float> u, raw, dt, decay, drive, states, g, gu;
+  explicit Scratch(int64_t L)
+      : u(L), raw(L), dt(L), decay(L), drive(L), states(L), g(L), gu(L) {}
 };
 
-// One sequence: s.u, s.raw (delta before bias), s.B, s.C (n-major) filled.
-// Writes y[t] (accumulating) through out[t].
-void forward_row(int64_t L, int64_t N, const float* A, float bias, float skip,
-                 bool use_softplus, Scratch& s, float* out) {
+// One sequence: u, raw (delta before bias), B and C (N rows of L) given.
+// Writes y through out[t] (overwriting).
+void forward_row(int64_t L, int64_t N, const float* u, const float* raw,
+                 const float* B, const float* C, const float* A, float bias,
+                 float skip, bool use_softplus, Scratch& s, float* out) {
   for (int64_t t = 0; t < L; ++t) {
-    const float x = s.raw[t] + bias;
+    const float x = raw[t] + bias;
     s.dt[t] = use_softplus ? softplus(x) : x;
-    out[t] = skip * s.u[t];
+    out[t] = skip * u[t];
   }
   for (int64_t n = 0; n < N; ++n) {
     const float a = A[n];
-    const float* Bn = s.B.data() + n * L;
-    const float* Cn = s.C.data() + n * L;
+    const float* Bn = B + n * L;
+    const float* Cn = C + n * L;
     // Vectorisable: the exps and inputs of every step at once ...
     for (int64_t t = 0; t < L; ++t) {
       s.decay[t] = std::exp(s.dt[t] * a);
-      s.drive[t] = s.dt[t] * Bn[t] * s.u[t];
+      s.drive[t] = s.dt[t] * Bn[t] * u[t];
     }
     // ... leaving one multiply-add per step on the sequential chain.
     float h = 0.f;
@@ -73,30 +74,30 @@ void forward_row(int64_t L, int64_t N, const float* A, float bias, float skip,
   }
 }
 
-// Gradients of one sequence given s.g = dLoss/dy. Writes gu, graw (delta
-// before bias), gB, gC (n-major, length L each); returns through gA (N),
-// gskip and gbias.
-void backward_row(int64_t L, int64_t N, const float* A, float bias,
-                  float skip, bool use_softplus, Scratch& s, float* gu,
-                  float* graw, float* gB, float* gC, float* gA, float& gskip,
-                  float& gbias) {
+// Gradients of one sequence given g = dLoss/dy: writes gu, graw (delta
+// before bias), gB, gC (N rows of L), gA (N); returns gskip and gbias.
+void backward_row(int64_t L, int64_t N, const float* u, const float* raw,
+                  const float* B, const float* C, const float* g,
+                  const float* A, float bias, float skip, bool use_softplus,
+                  Scratch& s, float* gu, float* graw, float* gB, float* gC,
+                  float* gA, float& gskip, float& gbias) {
   gskip = 0.f;
   for (int64_t t = 0; t < L; ++t) {
-    const float x = s.raw[t] + bias;
+    const float x = raw[t] + bias;
     s.dt[t] = use_softplus ? softplus(x) : x;
-    gu[t] = s.g[t] * skip;
-    gskip += s.g[t] * s.u[t];
+    gu[t] = g[t] * skip;
+    gskip += g[t] * u[t];
     graw[t] = 0.f;
   }
   for (int64_t n = 0; n < N; ++n) {
     const float a = A[n];
-    const float* Bn = s.B.data() + n * L;
-    const float* Cn = s.C.data() + n * L;
+    const float* Bn = B + n * L;
+    const float* Cn = C + n * L;
     float* gBn = gB + n * L;
     float* gCn = gC + n * L;
     for (int64_t t = 0; t < L; ++t) {
       s.decay[t] = std::exp(s.dt[t] * a);
-      s.drive[t] = s.dt[t] * Bn[t] * s.u[t];
+      s.drive[t] = s.dt[t] * Bn[t] * u[t];
     }
     float h = 0.f;
     for (int64_t t = 0; t < L; ++t) {  // recompute the states
@@ -106,29 +107,22 @@ void backward_row(int64_t L, int64_t N, const float* A, float bias,
     // carry = a_{t+1} * dLoss/dh_{t+1}: the reverse recurrence.
     float carry = 0.f, ga = 0.f;
     for (int64_t t = L - 1; t >= 0; --t) {
-      const float g = s.g[t] * Cn[t] + carry;
+      const float gh = g[t] * Cn[t] + carry;
       const float prev = t ? s.states[t - 1] : 0.f;
-      gCn[t] = s.g[t] * s.states[t];
-      gBn[t] = g * s.dt[t] * s.u[t];
-      gu[t] += g * s.dt[t] * Bn[t];
-      graw[t] += g * (a * s.decay[t] * prev + Bn[t] * s.u[t]);
-      ga += g * s.dt[t] * s.decay[t] * prev;
-      carry = s.decay[t] * g;
+      gCn[t] = g[t] * s.states[t];
+      gBn[t] = gh * s.dt[t] * u[t];
+      gu[t] += gh * s.dt[t] * Bn[t];
+      graw[t] += gh * (a * s.decay[t] * prev + Bn[t] * u[t]);
+      ga += gh * s.dt[t] * s.decay[t] * prev;
+      carry = s.decay[t] * gh;
     }
     gA[n] = ga;
   }
   gbias = 0.f;
   for (int64_t t = 0; t < L; ++t) {
-    if (use_softplus) graw[t] *= sigmoid(s.raw[t] + bias);
+    if (use_softplus) graw[t] *= sigmoid(raw[t] + bias);
     gbias += graw[t];
   }
-}
-
-// Position in the (h, w) map of step t of direction k (SS2D's order).
-inline int64_t position(int k, int64_t t, int64_t L, int64_t H, int64_t W) {
-  if (k >= 2) t = L - 1 - t;
-  if (k % 2 == 0) return t;
-  return (t % H) * W + t / H;  // column-major: t = col * H + row
 }
 
 }  // namespace
@@ -154,16 +148,13 @@ at::Tensor scan_forward(const at::Tensor& u, const at::Tensor& delta,
   const float* pbias = given(bias) ? bias.data_ptr<float>() : nullptr;
   float* py = y.data_ptr<float>();
   at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
-    Scratch s(L, N);
+    Scratch s(L);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
       const int64_t gbase = (b * groups + d / per_group) * N * L;
-      std::copy(pu + row * L, pu + (row + 1) * L, s.u.begin());
-      std::copy(pdt + row * L, pdt + (row + 1) * L, s.raw.begin());
-      std::copy(pB + gbase, pB + gbase + N * L, s.B.begin());
-      std::copy(pC + gbase, pC + gbase + N * L, s.C.begin());
-      forward_row(L, N, pA + d * N, pbias ? pbias[d] : 0.f,
-                  pD ? pD[d] : 0.f, use_softplus, s, py + row * L);
+      forward_row(L, N, pu + row * L, pdt + row * L, pB + gbase, pC + gbase,
+                  pA + d * N, pbias ? pbias[d] : 0.f, pD ? pD[d] : 0.f,
+                  use_softplus, s, py + row * L);
     }
   });
   return y;
@@ -191,17 +182,13 @@ std::vector<at::Tensor> scan_backward(
   const float* pD = given(D) ? D.data_ptr<float>() : nullptr;
   const float* pbias = given(bias) ? bias.data_ptr<float>() : nullptr;
   at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
-    Scratch s(L, N);
+    Scratch s(L);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
       const int64_t gbase = (b * groups + d / per_group) * N * L;
-      std::copy(pu + row * L, pu + (row + 1) * L, s.u.begin());
-      std::copy(pdt + row * L, pdt + (row + 1) * L, s.raw.begin());
-      std::copy(pg + row * L, pg + (row + 1) * L, s.g.begin());
-      std::copy(pB + gbase, pB + gbase + N * L, s.B.begin());
-      std::copy(pC + gbase, pC + gbase + N * L, s.C.begin());
-      backward_row(L, N, pA + d * N, pbias ? pbias[d] : 0.f,
-                   pD ? pD[d] : 0.f, use_softplus, s,
+      backward_row(L, N, pu + row * L, pdt + row * L, pB + gbase,
+                   pC + gbase, pg + row * L, pA + d * N,
+                   pbias ? pbias[d] : 0.f, pD ? pD[d] : 0.f, use_softplus, s,
                    gu.data_ptr<float>() + row * L,
                    gdelta.data_ptr<float>() + row * L,
                    gB_rows.data_ptr<float>() + row * N * L,
@@ -220,21 +207,25 @@ std::vector<at::Tensor> scan_backward(
 namespace {
 
 struct CrossDims {
-  int64_t batch, dim, L, N, H, W;
+  int64_t batch, dim, L, N, R;
 };
 
-CrossDims cross_check(const at::Tensor& x, const at::Tensor& delta,
-                      const at::Tensor& A, const at::Tensor& B,
-                      const at::Tensor& C, int64_t H, int64_t W) {
-  for (const auto& [t, name] : {std::pair{&x, "x"}, {&delta, "delta"},
-                                {&A, "A"}, {&B, "B"}, {&C, "C"}})
+CrossDims cross_check(const at::Tensor& x, const at::Tensor& low,
+                      const at::Tensor& weight, const at::Tensor& A,
+                      const at::Tensor& B, const at::Tensor& C, int64_t H,
+                      int64_t W) {
+  for (const auto& [t, name] :
+       {std::pair{&x, "x"}, {&low, "dt_low"}, {&weight, "dt_weight"},
+        {&A, "A"}, {&B, "B"}, {&C, "C"}})
     check_float(*t, name);
-  CrossDims c{x.size(0), x.size(1), x.size(2), A.size(1), H, W};
+  CrossDims c{x.size(0), x.size(1), x.size(2), A.size(1), low.size(2)};
   TORCH_CHECK(c.L == H * W, "cross scan: x must be (b, d, h*w)");
-  TORCH_CHECK(delta.dim() == 4 && delta.size(0) == c.batch &&
-                  delta.size(1) == 4 && delta.size(2) == c.dim &&
-                  delta.size(3) == c.L,
-              "cross scan: delta must be (b, 4, d, h*w)");
+  TORCH_CHECK(low.dim() == 4 && low.size(0) == c.batch &&
+                  low.size(1) == 4 && low.size(3) == c.L,
+              "cross scan: dt_low must be (b, 4, r, h*w)");
+  TORCH_CHECK(weight.dim() == 3 && weight.size(0) == 4 &&
+                  weight.size(1) == c.dim && weight.size(2) == c.R,
+              "cross scan: dt_weight must be (4, d, r)");
   TORCH_CHECK(A.size(0) == 4 * c.dim, "cross scan: A must be (4d, n)");
   TORCH_CHECK(B.sizes() == C.sizes() && B.dim() == 4 &&
                   B.size(0) == c.batch && B.size(1) == 4 &&
@@ -243,126 +234,130 @@ CrossDims cross_check(const at::Tensor& x, const at::Tensor& delta,
   return c;
 }
 
-// Fill the scratch with direction k's sequence of row (b, d).
-void gather(const CrossDims& c, int k, int64_t b, int64_t d, const float* px,
-            const float* pdt, const float* pB, const float* pC,
-            const float* pg, Scratch& s) {
-  const int64_t L = c.L;
-  const float* xr = px + (b * c.dim + d) * L;
-  const float* dr = pdt + ((b * 4 + k) * c.dim + d) * L;
-  const float* Bk = pB + (b * 4 + k) * c.N * L;
-  const float* Ck = pC + (b * 4 + k) * c.N * L;
-  for (int64_t t = 0; t < L; ++t) {
-    const int64_t p = position(k, t, L, c.H, c.W);
-    s.u[t] = xr[p];
-    s.raw[t] = dr[p];
-    if (pg) s.g[t] = pg[(b * c.dim + d) * L + p];
-    for (int64_t n = 0; n < c.N; ++n) {
-      s.B[n * L + t] = Bk[n * L + p];
-      s.C[n * L + t] = Ck[n * L + p];
-    }
+// Direction k's scan order over an (H, W) map: row-major, column-major,
+// then both reversed. Calls f(t, p) for step t at map position p, with
+// nested loops rather than a division per step.
+template <typename F>
+inline void walk(int k, int64_t H, int64_t W, F f) {
+  const int64_t L = H * W;
+  if (k % 2 == 0) {
+    for (int64_t t = 0; t < L; ++t) f(t, k ? L - 1 - t : t);
+    return;
+  }
+  int64_t t = 0;
+  for (int64_t col = 0; col < W; ++col)
+    for (int64_t row = 0; row < H; ++row, ++t)
+      f(k == 1 ? t : L - 1 - t, row * W + col);
+}
+
+// raw[t] = sum_r w[r] low[r][t]: dt_proj, fused so the (b, 4, d, L)
+// delta never goes through memory.
+inline void project(int64_t L, int64_t R, const float* w, const float* low,
+                    float* raw) {
+  for (int64_t t = 0; t < L; ++t) raw[t] = 0.f;
+  for (int64_t r = 0; r < R; ++r) {
+    const float wr = w[r];
+    const float* lr = low + r * L;
+    for (int64_t t = 0; t < L; ++t) raw[t] += wr * lr[t];
   }
 }
 
 }  // namespace
 
-at::Tensor cross_scan_forward(const at::Tensor& x, const at::Tensor& delta,
-                              const at::Tensor& A, const at::Tensor& B,
-                              const at::Tensor& C, const at::Tensor& D,
-                              const at::Tensor& bias, bool use_softplus,
-                              int64_t H, int64_t W) {
-  const CrossDims c = cross_check(x, delta, A, B, C, H, W);
-  const int64_t L = c.L, N = c.N;
+at::Tensor cross_scan_forward(const at::Tensor& x, const at::Tensor& low,
+                              const at::Tensor& weight, const at::Tensor& A,
+                              const at::Tensor& B, const at::Tensor& C,
+                              const at::Tensor& D, const at::Tensor& bias,
+                              bool use_softplus, int64_t H, int64_t W) {
+  const CrossDims c = cross_check(x, low, weight, A, B, C, H, W);
+  const int64_t L = c.L, N = c.N, R = c.R, dim = c.dim;
   auto y = at::zeros_like(x);
-  const float *px = x.data_ptr<float>(), *pdt = delta.data_ptr<float>();
-  const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>();
-  const float* pC = C.data_ptr<float>();
+  const float *px = x.data_ptr<float>(), *plow = low.data_ptr<float>();
+  const float *pw = weight.data_ptr<float>(), *pA = A.data_ptr<float>();
+  const float *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
   const float* pD = given(D) ? D.data_ptr<float>() : nullptr;
   const float* pbias = given(bias) ? bias.data_ptr<float>() : nullptr;
   float* py = y.data_ptr<float>();
   // Rows are (b, d); the four directions of a row run in one thread because
   // they all add into y[b, d].
-  at::parallel_for(0, c.batch * c.dim, 1, [&](int64_t begin, int64_t end) {
-    Scratch s(L, N);
+  at::parallel_for(0, c.batch * dim, 1, [&](int64_t begin, int64_t end) {
+    Scratch s(L);
     std::vector<float> out(L);
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / c.dim, d = row % c.dim;
+      const int64_t b = row / dim, d = row % dim;
+      const float* xr = px + row * L;
       float* yr = py + row * L;
       for (int k = 0; k < 4; ++k) {
-        const int64_t kd = k * c.dim + d;
-        gather(c, k, b, d, px, pdt, pB, pC, nullptr, s);
-        forward_row(L, N, pA + kd * N, pbias ? pbias[kd] : 0.f,
+        const int64_t kd = k * dim + d, bk = b * 4 + k;
+        walk(k, H, W, [&](int64_t t, int64_t p) { s.u[t] = xr[p]; });
+        project(L, R, pw + kd * R, plow + bk * R * L, s.raw.data());
+        forward_row(L, N, s.u.data(), s.raw.data(), pB + bk * N * L,
+                    pC + bk * N * L, pA + kd * N, pbias ? pbias[kd] : 0.f,
                     pD ? pD[kd] : 0.f, use_softplus, s, out.data());
-        for (int64_t t = 0; t < L; ++t)
-          yr[position(k, t, L, c.H, c.W)] += out[t];
+        walk(k, H, W, [&](int64_t t, int64_t p) { yr[p] += out[t]; });
       }
     }
   });
   return y;
 }
 
+// Returns the gradients of x, of the raw delta (b, 4, d, L) in scan order
+// (the caller turns it into dt_proj's weight and input gradients with two
+// matmuls), A, B, C (scan order), D and delta_bias.
 std::vector<at::Tensor> cross_scan_backward(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& delta,
-    const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
-    const at::Tensor& D, const at::Tensor& bias, bool use_softplus,
-    int64_t H, int64_t W) {
+    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& low,
+    const at::Tensor& weight, const at::Tensor& A, const at::Tensor& B,
+    const at::Tensor& C, const at::Tensor& D, const at::Tensor& bias,
+    bool use_softplus, int64_t H, int64_t W) {
   check_float(grad_y, "grad_y");
-  const CrossDims c = cross_check(x, delta, A, B, C, H, W);
-  const int64_t L = c.L, N = c.N, batch = c.batch, dim = c.dim;
-  auto gx = at::zeros_like(x), gdelta = at::empty_like(delta);
+  const CrossDims c = cross_check(x, low, weight, A, B, C, H, W);
+  const int64_t L = c.L, N = c.N, R = c.R, batch = c.batch, dim = c.dim;
+  auto gx = at::zeros_like(x);
+  auto graw = at::empty({batch, 4, dim, L}, x.options());
   auto gA_rows = at::empty({batch, 4, dim, N}, x.options());
-  // Per-row B and C gradients in sequence order, summed over d afterwards.
+  // Per-row B and C gradients, summed over d afterwards.
   auto gB_rows = at::empty({batch, 4, dim, N, L}, x.options());
   auto gC_rows = at::empty({batch, 4, dim, N, L}, x.options());
   auto gD_rows = at::empty({batch, 4, dim}, x.options());
   auto gbias_rows = at::empty({batch, 4, dim}, x.options());
   const float *pg = grad_y.data_ptr<float>(), *px = x.data_ptr<float>();
-  const float *pdt = delta.data_ptr<float>(), *pA = A.data_ptr<float>();
-  const float *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
+  const float *plow = low.data_ptr<float>(), *pw = weight.data_ptr<float>();
+  const float *pA = A.data_ptr<float>(), *pB = B.data_ptr<float>();
+  const float* pC = C.data_ptr<float>();
   const float* pD = given(D) ? D.data_ptr<float>() : nullptr;
   const float* pbias = given(bias) ? bias.data_ptr<float>() : nullptr;
   at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
-    Scratch s(L, N);
-    std::vector<float> gu(L), graw(L);
+    Scratch s(L);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
+      const float* xr = px + row * L;
+      const float* gr = pg + row * L;
       float* gxr = gx.data_ptr<float>() + row * L;
       for (int k = 0; k < 4; ++k) {
-        const int64_t kd = k * dim + d, krow = (b * 4 + k) * dim + d;
-        gather(c, k, b, d, px, pdt, pB, pC, pg, s);
-        backward_row(L, N, pA + kd * N, pbias ? pbias[kd] : 0.f,
-                     pD ? pD[kd] : 0.f, use_softplus, s, gu.data(),
-                     graw.data(), gB_rows.data_ptr<float>() + krow * N * L,
+        const int64_t kd = k * dim + d, bk = b * 4 + k;
+        const int64_t krow = bk * dim + d;
+        walk(k, H, W, [&](int64_t t, int64_t p) {
+          s.u[t] = xr[p];
+          s.g[t] = gr[p];
+        });
+        project(L, R, pw + kd * R, plow + bk * R * L, s.raw.data());
+        backward_row(L, N, s.u.data(), s.raw.data(), pB + bk * N * L,
+                     pC + bk * N * L, s.g.data(), pA + kd * N,
+                     pbias ? pbias[kd] : 0.f, pD ? pD[kd] : 0.f,
+                     use_softplus, s, s.gu.data(),
+                     graw.data_ptr<float>() + krow * L,
+                     gB_rows.data_ptr<float>() + krow * N * L,
                      gC_rows.data_ptr<float>() + krow * N * L,
                      gA_rows.data_ptr<float>() + krow * N,
                      gD_rows.data_ptr<float>()[krow],
                      gbias_rows.data_ptr<float>()[krow]);
-        float* gdr = gdelta.data_ptr<float>() + krow * L;
-        for (int64_t t = 0; t < L; ++t) {
-          const int64_t p = position(k, t, L, c.H, c.W);
-          gxr[p] += gu[t];
-          gdr[p] = graw[t];
-        }
+        walk(k, H, W, [&](int64_t t, int64_t p) { gxr[p] += s.gu[t]; });
       }
     }
   });
-  // Sequence order back to map order for B and C, direction by direction.
-  auto gB_seq = gB_rows.sum(2), gC_seq = gC_rows.sum(2);  // (b, 4, n, L)
-  auto gB = at::empty_like(B), gC = at::empty_like(C);
-  const float *sB = gB_seq.data_ptr<float>(), *sC = gC_seq.data_ptr<float>();
-  float *oB = gB.data_ptr<float>(), *oC = gC.data_ptr<float>();
-  for (int64_t bk = 0; bk < batch * 4; ++bk) {
-    const int k = bk % 4;
-    for (int64_t t = 0; t < L; ++t) {
-      const int64_t p = position(k, t, L, c.H, c.W);
-      for (int64_t n = 0; n < N; ++n) {
-        oB[(bk * N + n) * L + p] = sB[(bk * N + n) * L + t];
-        oC[(bk * N + n) * L + p] = sC[(bk * N + n) * L + t];
-      }
-    }
-  }
-  return {gx, gdelta, gA_rows.sum(0).view({4 * dim, N}), gB, gC,
-          gD_rows.sum(0).view({4 * dim}), gbias_rows.sum(0).view({4 * dim})};
+  return {gx, graw, gA_rows.sum(0).view({4 * dim, N}), gB_rows.sum(2),
+          gC_rows.sum(2), gD_rows.sum(0).view({4 * dim}),
+          gbias_rows.sum(0).view({4 * dim})};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
