@@ -11,7 +11,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-DEFAULT_CONFIG = 'configs/demo/maskrcnn_r18_fpn_shapes.py'
+DEFAULT_CONFIG = 'configs/demo/maskrcnn_sparx_t_fpn_shapes.py'
 
 
 def parse_args() -> argparse.Namespace:

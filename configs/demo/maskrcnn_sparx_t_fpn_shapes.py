@@ -1,0 +1,21 @@
+# Mask R-CNN with SparX-Mamba-T + FPN from scratch on the generated COCO-format
+# shapes set (python -m mmsparx.datasets coco data/demo_coco): the `make demo`
+# job. The recipe of maskrcnn_r18_fpn_shapes.py (same data, heads, CPU budget)
+# with the backbone of configs/maskrcnn_sparx_t_1x.py; no ImageNet weights
+# (nothing is downloaded), so a lower drop-path rate for a small set.
+_base_ = ['./maskrcnn_r18_fpn_shapes.py']
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='SparXMamba',
+        arch='tiny',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1,
+        out_norm='ln',
+        init_cfg=None),
+    neck=dict(in_channels=[96, 192, 320, 512]))
+optim_wrapper = dict(paramwise_cfg=dict(norm_decay_mult=0.0, custom_keys={
+    '.A_logs': dict(decay_mult=0.0),
+    '.Ds': dict(decay_mult=0.0),
+}))
