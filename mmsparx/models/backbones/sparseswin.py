@@ -291,7 +291,7 @@ class SparseSwin(BaseModule):
         """Stage ``index`` as the outputs see it: the merging into it, its
         blocks (its SparTa block and head norm for the last one)."""
         modules: List[nn.Module] = []
-        if index > 0:
+        if index > 0 and self.stages[index - 1].downsample is not None:
             modules.append(self.stages[index - 1].downsample)
         if index < len(self.stages):
             modules.append(self.stages[index].blocks)
