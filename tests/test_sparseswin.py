@@ -93,7 +93,8 @@ def authors_forward(state: dict, x: torch.Tensor, heads: int = 16):
     b, n, c = t.shape
     maps = []
     for i in range(2):
-        h = F.layer_norm(t, (c, ), p(f'norm1.{i}.weight'), p(f'norm1.{i}.bias'))
+        h = F.layer_norm(t, (c, ), p(f'norm1.{i}.weight'),
+                         p(f'norm1.{i}.bias'))
         q, k, v = F.linear(h, p(f'mha.{i}.qkv.weight'), p(f'mha.{i}.qkv.bias')
                            ).reshape(b, n, 3, heads, c // heads).permute(
                                2, 0, 3, 1, 4)
@@ -101,8 +102,10 @@ def authors_forward(state: dict, x: torch.Tensor, heads: int = 16):
         maps.append(attn)
         t = t + F.linear((attn @ v).transpose(1, 2).flatten(2),
                          p(f'mha.{i}.lin.weight'), p(f'mha.{i}.lin.bias'))
-        h = F.layer_norm(t, (c, ), p(f'norm2.{i}.weight'), p(f'norm2.{i}.bias'))
-        h = F.gelu(F.linear(h, p(f'mlp.{i}.fc1.weight'), p(f'mlp.{i}.fc1.bias')))
+        h = F.layer_norm(t, (c, ), p(f'norm2.{i}.weight'),
+                         p(f'norm2.{i}.bias'))
+        h = F.gelu(F.linear(h, p(f'mlp.{i}.fc1.weight'),
+                            p(f'mlp.{i}.fc1.bias')))
         t = t + F.gelu(F.linear(h, p(f'mlp.{i}.fc2.weight'),
                                 p(f'mlp.{i}.fc2.bias')))
     out = F.layer_norm(t, (c, ), state['norm.weight'], state['norm.bias'])
@@ -406,7 +409,7 @@ def test_wrong_checkpoints_are_refused_with_the_reason(tmp_path):
     torch.save({'conv1.weight': torch.zeros(1)}, tmp_path / 'resnet.pth')
     other = SparseSwin(SMALL, init_cfg=dict(
         type='Pretrained', checkpoint=str(tmp_path / 'resnet.pth')))
-    with pytest.raises(ValueError, match='not a SparseSwin or Swin checkpoint'):
+    with pytest.raises(ValueError, match='not a SparseSwin or Swin'):
         other.init_weights()
 
 

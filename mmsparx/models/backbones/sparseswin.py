@@ -18,6 +18,7 @@ Choices where the paper and the public code are silent (README):
 * Drop path is linear over the Swin blocks and the SparTa layers together
   (12 in the public setting, as Swin-T's 12 blocks): at 0.2 the Swin blocks
   get the authors' torchvision Swin-T rates; their SparTa layers had none.
+  The dense model's ``TokenToSpace`` takes the full rate.
 * ``frozen_stages=N`` freezes the patch embedding and the first N stages as
   the outputs see them: a stage includes the patch merging that enters it,
   as in torchvision's (and the authors') Swin, so ``frozen_stages=2`` is the
@@ -310,7 +311,7 @@ class SparseSwin(BaseModule):
             for param in module.parameters():
                 param.requires_grad = False
 
-    def train(self, mode: bool = True):
+    def train(self, mode: bool = True) -> 'SparseSwin':
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -319,7 +320,8 @@ class SparseSwin(BaseModule):
                     module.eval()
         return self
 
-    def get_layer_depth(self, param_name: str, prefix: str = ''):
+    def get_layer_depth(self, param_name: str,
+                        prefix: str = '') -> Tuple[int, int]:
         """(layer id, total) for layer-wise lr decay: patch embedding 0,
         each Swin block and SparTa layer its own id, head last."""
         depths = self.arch['depths']
