@@ -109,9 +109,11 @@ def test_maskrcnn_config_trains_two_iterations(coco_root, tmp_path):
     options['model.backbone.init_cfg'] = None
     options['model.roi_head.bbox_head.num_classes'] = 3
     options['model.roi_head.mask_head.num_classes'] = 3
-    # Fewer proposals and detections at test time: the val loop stays short.
-    options['model.test_cfg.rpn.nms_pre'] = 200
-    options['model.test_cfg.rpn.max_per_img'] = 100
+    # Fewer proposals, sampled RoIs and detections: the heads stay cheap.
+    for stage in ('train_cfg.rpn_proposal', 'test_cfg.rpn'):
+        options[f'model.{stage}.nms_pre'] = 200
+        options[f'model.{stage}.max_per_img'] = 100
+    options['model.train_cfg.rcnn.sampler.num'] = 64
     options['model.test_cfg.rcnn.max_per_img'] = 10
     shapes = dict(classes=('rectangle', 'ellipse', 'triangle'))
     for split, loader in (('train', 'train_dataloader'),
