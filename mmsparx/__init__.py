@@ -5,12 +5,14 @@ mmsparx model into the ``MODELS`` registry of each installed toolbox and
 makes mmengine load checkpoints through the safe loader.
 """
 from .checkpoint import install_mmengine_loader
-from .registry import available_toolboxes, register_model, register_models
+from .registry import (available_toolboxes, register_lazy_models,
+                       register_model, register_models)
 from .version import __version__
-from .models import MODEL_CLASSES
+from .models import LAZY_MODEL_CLASSES, MODEL_CLASSES
 
 install_mmengine_loader()
 register_models(MODEL_CLASSES)
+register_lazy_models(LAZY_MODEL_CLASSES)
 
 __all__ = ['__version__', 'available_toolboxes', 'register_model',
            'register_models', 'MODEL_CLASSES']

@@ -105,3 +105,38 @@ def register_models(classes: Iterable[Type]) -> None:
     """Register each class of ``classes`` under its own name."""
     for cls in classes:
         register_model(cls)
+
+
+_lazy_builders: Dict[tuple, object] = {}
+
+
+def register_lazy_model(name: str, target: str, scope: str) -> None:
+    """Register ``name`` in ``scope``'s ``MODELS`` only, as a builder that
+    imports ``target`` (``'package.module:Class'``) when first built.
+
+    For subclasses of a toolbox's own models (mmpretrain's
+    ``ImageClassifier``): importing them loads that toolbox's model zoo
+    (seconds), which an mmdet or mmseg process should not pay for. Skipped
+    when ``scope`` is not installed.
+    """
+    registries = toolbox_registries()
+    if scope not in registries:
+        return
+    builder = _lazy_builders.get((scope, name))
+    if builder is None:
+        module_name, _, class_name = target.partition(':')
+
+        def builder(*args, **kwargs):
+            cls = getattr(importlib.import_module(module_name), class_name)
+            return cls(*args, **kwargs)
+
+        builder.__name__ = builder.__qualname__ = name
+        builder.__doc__ = f'Builds {target} (imported on first use).'
+        _lazy_builders[(scope, name)] = builder
+    register_model(builder, name, {scope: registries[scope]})
+
+
+def register_lazy_models(entries: Dict[str, tuple]) -> None:
+    """:func:`register_lazy_model` for each ``name: (scope, target)``."""
+    for name, (scope, target) in entries.items():
+        register_lazy_model(name, target, scope)

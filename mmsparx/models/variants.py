@@ -2,7 +2,7 @@
 mmsparx's variants and the mmpretrain baselines they are compared with."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 from torch import nn
 
@@ -28,6 +28,13 @@ VARIANTS: Dict[str, dict] = {
         backbone=dict(type='SparXSwin', arch='base', out_indices=(3, ),
                       out_norm='gn', drop_path_rate=0.5),
         in_channels=616, paper_params=88e6, paper_flops=16.2e9),
+    # The authors' public setting with 100 classes (ImageNet-100); the
+    # backbone averages its normalised tokens itself, so no neck. The paper's
+    # 17.58 M is not this model (README); it gives no FLOPs.
+    'sparseswin': dict(
+        backbone=dict(type='SparseSwin', arch='tiny', drop_path_rate=0.2),
+        in_channels=512, neck=None, num_classes=100, paper_params=17.58e6,
+        paper_flops=None),
 }
 
 BASELINES: Dict[str, dict] = {
@@ -45,8 +52,10 @@ def model_names() -> list:
     return sorted(VARIANTS) + sorted(BASELINES)
 
 
-def build_classifier(name: str, num_classes: int = 1000) -> nn.Module:
-    """An mmpretrain ``ImageClassifier`` (GAP neck, linear head) by name."""
+def build_classifier(name: str, num_classes: Optional[int] = None
+                     ) -> nn.Module:
+    """An mmpretrain ``ImageClassifier`` (GAP neck, linear head) by name;
+    ``num_classes`` defaults to the entry's (1000 unless it says)."""
     table = dict(VARIANTS, **BASELINES)
     if name not in table:
         raise KeyError(f'unknown model {name!r}; known: {model_names()}')
@@ -59,5 +68,6 @@ def build_classifier(name: str, num_classes: int = 1000) -> nn.Module:
         return MODELS.build(dict(
             type='ImageClassifier', backbone=dict(entry['backbone']),
             neck=entry.get('neck', dict(type='GlobalAveragePooling')),
-            head=dict(type='LinearClsHead', num_classes=num_classes,
+            head=dict(type='LinearClsHead', num_classes=num_classes or
+                      entry.get('num_classes', 1000),
                       in_channels=entry['in_channels'])))

@@ -2,7 +2,8 @@
 
     python tools/analysis/benchmark.py sparx-mamba-t --compare swin-t convnext-t --batch 8 --input 224 224 [--amp] [--json]
 
-Each model is an ImageNet classifier (1000-class head) in eval mode under
+Each model is an ImageNet classifier (1000-class head unless its VARIANTS
+entry says, e.g. sparseswin: 100) in eval mode under
 ``torch.inference_mode``; after warm-up, images/s is the median over timed
 runs. Peak memory is CUDA's max allocated on GPUs and the growth of the
 process's peak RSS on CPU (models run in order, so later CPU numbers can

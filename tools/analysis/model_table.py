@@ -43,6 +43,11 @@ def count(name: str, height: int, width: int,
                 input=[height, width])
 
 
+def _classes_note(name: str) -> str:
+    classes = VARIANTS[name].get('num_classes', 1000)
+    return '' if classes == 1000 else f' ({classes}-class head)'
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('names', nargs='*', default=sorted(VARIANTS),
@@ -65,10 +70,12 @@ def main(argv=None) -> None:
           '(eval mode, 1 multiply-add = 1 FLOP)')
     for row in rows:
         paper = VARIANTS[row['name']]
+        flops = (f'{paper["paper_flops"] / 1e9:.2f} G @224'
+                 if paper.get('paper_flops') else 'FLOPs not given')
         print(f'{row["name"]:<16}{row["params"]:>14,}{row["flops"]:>18,}  '
               f'{row["input"][0]}x{row["input"][1]}   paper: '
-              f'{paper["paper_params"] / 1e6:.1f} M, '
-              f'{paper["paper_flops"] / 1e9:.2f} G @224')
+              f'{paper["paper_params"] / 1e6:.2f} M, {flops}'
+              f'{_classes_note(row["name"])}')
 
 
 if __name__ == '__main__':

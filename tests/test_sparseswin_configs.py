@@ -1,0 +1,165 @@
+"""The SparseSwin configs with the real runners on generated data: the
+ImageNet-100 classifier, Mask R-CNN 1x and UperNet 160k train 2 iterations;
+the CIFAR configs (whose datasets would download) build and feed 224 inputs.
+"""
+import glob
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+from conftest import ROOT, coco_options, load_test_config
+from mmsparx.cli import build_runner, prepare_device
+
+CONFIGS = osp.join(ROOT, 'configs', 'sparseswin')
+
+
+def config_path(name: str) -> str:
+    return osp.join(CONFIGS, name + '.py')
+
+
+def small_loaders(cfg) -> None:
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].update(num_workers=0, persistent_workers=False)
+
+
+def test_every_sparseswin_config_imports_mmsparx():
+    paths = glob.glob(osp.join(CONFIGS, '*.py'))
+    assert len(paths) == 5
+    for path in paths:
+        cfg = Config.fromfile(path)
+        assert cfg.custom_imports == dict(
+            imports=['mmsparx'], allow_failed_imports=False), path
+
+
+def test_imagenet100_config_trains_two_iterations(imagenet_root, tmp_path):
+    config = config_path('sparseswin_t_in100')
+    cfg = load_test_config(config, None, tmp_path)
+    small_loaders(cfg)
+    classes = osp.join(imagenet_root, 'meta', 'classes.txt')
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].batch_size = 6
+        cfg[loader].dataset.update(data_root=imagenet_root, classes=classes)
+    cfg.model.backbone.init_cfg = None  # no torchvision weights offline
+    cfg.model.head.num_classes = 4
+    cfg.data_preprocessor.num_classes = 4
+    cfg.train_cfg.max_epochs = 1
+    cfg.val_evaluator = dict(type='Accuracy', topk=(1, ))
+    cfg.test_evaluator = cfg.val_evaluator
+    runner = build_runner(cfg, config, prepare_device(cfg))
+    model = runner.model
+    assert type(model).__name__ == 'SparseSwinClassifier'
+    assert type(model.attn_reg).__name__ == 'SparTaAttentionLoss'
+    assert model.attn_reg.loss_weight == 1e-4 and model.attn_reg.mode == 'l2'
+    runner.train()
+    assert runner.iter == 2  # 12 images, batch 6
+    scalars = runner.message_hub.log_scalars
+    reg = scalars['train/loss_attn_reg'].current()
+    assert 0 < reg < scalars['train/loss'].current()
+    assert 'val/accuracy/top1' in scalars
+    # The authors' freeze_12: embedding and stages 1-2 stayed frozen.
+    assert not any(p.requires_grad for p in model.backbone.stages[1].blocks.
+                   parameters())
+    assert all(p.requires_grad for p in model.backbone.sparta.parameters())
+
+
+@pytest.mark.parametrize('name,classes', [('sparseswin_t_cifar10', 10),
+                                          ('sparseswin_t_cifar100', 100)])
+def test_cifar_configs_build_and_feed_224_inputs(name, classes):
+    from mmengine.dataset import Compose
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(config_path(name))
+    dataset = cfg.train_dataloader.dataset
+    assert dataset.type == name.split('_')[-1].upper()
+    assert dataset.data_root == f'data/{name.split("_")[-1]}/'
+    assert cfg.val_dataloader.dataset.split == 'test'
+    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=5e-5,
+                                               weight_decay=0.01)
+    assert cfg.train_cfg.max_epochs == 100
+    cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        import mmpretrain.datasets  # noqa: F401  registers the transforms
+        train = Compose(cfg.train_dataloader.dataset.pipeline)
+        test = Compose(cfg.val_dataloader.dataset.pipeline)
+        model = MODELS.build(dict(cfg.model,
+                                  data_preprocessor=cfg.data_preprocessor))
+    rng = np.random.default_rng(0)
+    # A CIFAR sample as mmpretrain's CIFAR datasets give it: 32x32 RGB.
+    samples = [dict(img=rng.integers(0, 255, (32, 32, 3), dtype=np.uint8),
+                    gt_label=i, img_shape=(32, 32), ori_shape=(32, 32))
+               for i in range(2)]
+    packed = [train(dict(s)) for s in samples]
+    assert packed[0]['inputs'].shape == (3, 224, 224)
+    assert test(dict(samples[0]))['inputs'].shape == (3, 224, 224)
+    assert model.head.fc.out_features == classes
+    data = model.data_preprocessor(
+        dict(inputs=[p['inputs'] for p in packed],
+             data_samples=[p['data_samples'] for p in packed]), True)
+    losses = model(**data, mode='loss')
+    assert torch.isfinite(losses['loss'])
+    assert losses['loss_attn_reg'].item() == 0.0  # lambda 0 on CIFAR
+
+
+def test_maskrcnn_config_trains_two_iterations(coco_root, tmp_path):
+    config = config_path('maskrcnn_sparseswin_t_1x_coco')
+    options = coco_options(coco_root)
+    options['model.backbone.init_cfg'] = None
+    options['model.roi_head.bbox_head.num_classes'] = 3
+    options['model.roi_head.mask_head.num_classes'] = 3
+    # Fewer proposals, sampled RoIs and detections: the heads stay cheap.
+    for stage in ('train_cfg.rpn_proposal', 'test_cfg.rpn'):
+        options[f'model.{stage}.nms_pre'] = 200
+        options[f'model.{stage}.max_per_img'] = 100
+    options['model.train_cfg.rcnn.sampler.num'] = 64
+    options['model.test_cfg.rcnn.max_per_img'] = 10
+    shapes = dict(classes=('rectangle', 'ellipse', 'triangle'))
+    for split, loader in (('train', 'train_dataloader'),
+                          ('val', 'val_dataloader'),
+                          ('val', 'test_dataloader')):
+        options[f'{loader}.dataset.ann_file'] = \
+            f'annotations/instances_{split}.json'
+        options[f'{loader}.dataset.data_prefix.img'] = f'{split}/'
+        options[f'{loader}.dataset.metainfo'] = shapes
+    cfg = load_test_config(config, options, tmp_path)
+    small_loaders(cfg)
+    runner = build_runner(cfg, config, prepare_device(cfg))
+    assert type(runner.model.backbone).__name__ == 'SparseSwinDense'
+    runner.train()
+    assert runner.iter == 2
+    loss = runner.message_hub.get_scalar('train/loss').current()
+    assert torch.isfinite(torch.tensor(loss))
+    assert 'val/coco/segm_mAP' in runner.message_hub.log_scalars
+
+
+def test_upernet_config_trains_two_iterations(ade_root, tmp_path):
+    config = config_path('upernet_sparseswin_t_160k_ade20k')
+    crop = (128, 128)
+    options = {
+        'train_dataloader.dataset.data_root': ade_root,
+        'val_dataloader.dataset.data_root': ade_root,
+        'test_dataloader.dataset.data_root': ade_root,
+        'model.backbone.init_cfg': None,
+        'model.data_preprocessor.size': crop,
+        # Narrow heads (as the demo UperNet): the backbone is under test.
+        'model.decode_head.channels': 64,
+        'model.auxiliary_head.channels': 32,
+        'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
+        'default_hooks.checkpoint.interval': 2,
+        'default_hooks.logger.interval': 1,
+    }
+    cfg = load_test_config(config, options, tmp_path)
+    small_loaders(cfg)
+    train = cfg.train_dataloader.dataset.pipeline
+    assert [t.type for t in train][3] == 'RandomCrop'
+    train[2].scale, train[3].crop_size = (256, 128), crop  # small images
+    cfg.val_dataloader.dataset.pipeline[1].scale = (256, 128)
+    runner = build_runner(cfg, config, prepare_device(cfg))
+    assert type(runner.model.backbone).__name__ == 'SparseSwinDense'
+    runner.train()
+    assert runner.iter == 2
+    loss = runner.message_hub.get_scalar('train/loss').current()
+    assert torch.isfinite(torch.tensor(loss))
+    assert 'val/mIoU' in runner.message_hub.log_scalars
