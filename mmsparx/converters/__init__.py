@@ -1,4 +1,6 @@
 """Key converters from the authors' published checkpoints to mmsparx."""
+from .spartan import convert_spartan, is_spartan_layout
 from .sparx_mamba import convert_sparx_mamba, is_official_layout
 
-__all__ = ['convert_sparx_mamba', 'is_official_layout']
+__all__ = ['convert_sparx_mamba', 'is_official_layout', 'convert_spartan',
+           'is_spartan_layout']

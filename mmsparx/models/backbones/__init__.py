@@ -1,4 +1,5 @@
 from .sparx import SparXMamba
 from .sparx_swin import SparXSwin
+from .spartan import SpaRTAN
 
-__all__ = ['SparXMamba', 'SparXSwin']
+__all__ = ['SparXMamba', 'SparXSwin', 'SpaRTAN']

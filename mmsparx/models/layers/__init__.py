@@ -2,7 +2,10 @@
 from .common import ConvFFN, DropPath, LayerNorm2d, LayerScale
 from .dmca import DMCA
 from .sparx_block import SparXBlock
+from .spartan import (ConvBNAct, SMixer, SpaRTANBlock, SqueezeExcite,
+                      WaveCMixer)
 from .ss2d import SS2D
 
 __all__ = ['SS2D', 'DMCA', 'SparXBlock', 'ConvFFN', 'DropPath', 'LayerNorm2d',
-           'LayerScale']
+           'LayerScale', 'SMixer', 'WaveCMixer', 'SpaRTANBlock', 'ConvBNAct',
+           'SqueezeExcite']
