@@ -79,10 +79,11 @@ def test_flops_match_the_spec_and_the_paper():
 
 def test_model_table_states_its_convention(capsys):
     from tools.analysis.model_table import main
-    main(['spartan-xt', '--input', '64', '64'])
+    main(['spartan-xt', 'resnet-18', '--input', '64', '64'])
     out = capsys.readouterr().out
     assert '(eval mode, 1 multiply-add = 1 FLOP)' in out
     assert 'spartan-xt' in out and '2,222,792' in out
+    assert 'resnet-18' in out and '11,689,512' in out
     main(['spartan-xt', '--input', '256', '256', '--train-mode'])
     out = capsys.readouterr().out
     assert '(train mode' in out and '836,427,520' in out
@@ -366,7 +367,8 @@ def test_converter_round_trips_the_authors_layout(variant):
         'backbone.downsamples.2.norm.bias': 'layers.7.norm.bias',
         'backbone.stages.2.blocks.0.smixer.l_conv.0.conv.weight':
             'layers.8.smixer.l_conv.0.conv.weight',
-        'backbone.downsamples.3.conv.weight': f'layers.{last_down}.conv.weight',
+        'backbone.downsamples.3.conv.weight':
+            f'layers.{last_down}.conv.weight',
         'backbone.stages.3.blocks.1.cmixer.complex':
             f'layers.{last_down + 2}.cmixer.complex',
         'head.fc.weight': 'linear.weight',

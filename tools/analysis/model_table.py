@@ -20,7 +20,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 
-from mmsparx.models.variants import VARIANTS, build_classifier  # noqa: E402
+from mmsparx.models.variants import (VARIANTS, build_classifier,  # noqa
+                                     model_names)
 
 
 def count(name: str, height: int, width: int,
@@ -49,7 +50,8 @@ def count(name: str, height: int, width: int,
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('names', nargs='*', default=sorted(VARIANTS),
-                        help=f'variants (default all: {sorted(VARIANTS)})')
+                        help=f'variants (default all: {sorted(VARIANTS)}) '
+                        'or baselines (e.g. resnet-18)')
     parser.add_argument('--input', type=int, nargs=2, default=(224, 224),
                         metavar=('H', 'W'))
     parser.add_argument('--with-attention', action='store_true',
@@ -59,10 +61,10 @@ def main(argv=None) -> None:
                         'training; the SpaRTAN paper\'s convention)')
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in VARIANTS]
+    unknown = [n for n in args.names if n not in model_names()]
     if unknown:
         parser.error(f'unknown variant(s) {unknown}; known: '
-                     f'{sorted(VARIANTS)}')
+                     f'{model_names()}')
     rows = [count(n, *args.input, args.with_attention, args.train_mode)
             for n in args.names]
     if args.json:
@@ -72,6 +74,10 @@ def main(argv=None) -> None:
     print(f'{"model":<16}{"params":>14}{"FLOPs":>18}  input '
           f'({mode} mode, 1 multiply-add = 1 FLOP)')
     for row in rows:
+        if row['name'] not in VARIANTS:  # a baseline: no paper figures
+            print(f'{row["name"]:<16}{row["params"]:>14,}'
+                  f'{row["flops"]:>18,}  {row["input"][0]}x{row["input"][1]}')
+            continue
         paper = VARIANTS[row['name']]
         # The paper's figure at this input size where it gives one.
         size = tuple(row['input'])
