@@ -337,6 +337,21 @@ def test_with_cp_gives_the_same_outputs_and_gradients():
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 
+def test_with_cp_recomputes_blocks_after_a_frozen_stem():
+    model = SpaRTAN(TINY, frozen_stages=0, with_cp=True).train()
+    calls = []
+    # A pre-hook: recomputation stops as soon as the saved tensors are back,
+    # so a block's post-forward hooks do not run a second time.
+    model.stages[0].blocks[0].smixer.register_forward_pre_hook(
+        lambda *args: calls.append(1))
+    model(torch.randn(2, 3, 32, 32))[0].sum().backward()
+    assert len(calls) == 2  # forward, then again during backward
+    assert model.stages[0].blocks[0].scale_1.grad is not None
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    assert len(calls) == 3  # no checkpoint without autograd
+
+
 def test_layer_depth_for_layer_decay():
     model = SpaRTAN('xt')
     total = 3 + 3 + 10 + 2 + 2

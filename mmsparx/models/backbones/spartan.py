@@ -93,7 +93,10 @@ class SpaRTANStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.blocks:
-            if self.with_cp and x.requires_grad:
+            # Not ``x.requires_grad``: after a frozen stem the input needs no
+            # gradient, yet the blocks' weights do and their activations
+            # are what checkpointing saves.
+            if self.with_cp and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
