@@ -5,8 +5,9 @@
 The authors' ``{'model': ...}`` files (``conv.*``, flat ``layers.{k}``,
 ``linear.*``) become an mmpretrain ImageClassifier state dict, checked by a
 strict load into a SpaRTAN classifier built with the architecture read
-from the tensor shapes (XT and T by name, any other size, e.g. the public
-SpaRTAN-S, as an ``arch`` dict that is printed for your config). Files
+from the tensor shapes (XT and T by name, any other size built from the
+same layers, e.g. the public SpaRTAN-S, as an ``arch`` dict that is
+printed for your config). Files
 without the ``linear`` head keep their other keys and get the backbone
 renamed (strict load of the backbone). The output is written only after
 the check passes, and never over the input.
