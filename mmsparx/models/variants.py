@@ -35,6 +35,18 @@ VARIANTS: Dict[str, dict] = {
         backbone=dict(type='SparseSwin', arch='tiny', drop_path_rate=0.2),
         in_channels=512, neck=None, num_classes=100, paper_params=17.58e6,
         paper_flops=None),
+    # SpaRTAN: the authors' classifier has no final norm (out_norm=None).
+    # paper_flops_at: the paper's figures at other input sizes.
+    'spartan-xt': dict(
+        backbone=dict(type='SpaRTAN', arch='xt', out_indices=(3, ),
+                      out_norm=None, drop_path_rate=0.1),
+        in_channels=192, paper_params=2.2e6, paper_flops=0.64e9,
+        paper_flops_at={(256, 256): 0.83e9}),
+    'spartan-t': dict(
+        backbone=dict(type='SpaRTAN', arch='t', out_indices=(3, ),
+                      out_norm=None, drop_path_rate=0.1),
+        in_channels=256, paper_params=3.8e6, paper_flops=0.83e9,
+        paper_flops_at={(256, 256): 1.08e9}),
 }
 
 BASELINES: Dict[str, dict] = {
@@ -45,6 +57,10 @@ BASELINES: Dict[str, dict] = {
     'convnext-t': dict(backbone=dict(type='ConvNeXt', arch='tiny',
                                      drop_path_rate=0.1),
                        in_channels=768, neck=None),
+    'mobilenet-v2': dict(backbone=dict(type='MobileNetV2', widen_factor=1.0),
+                         in_channels=1280),
+    'resnet-18': dict(backbone=dict(type='ResNet', depth=18),
+                      in_channels=512),
 }
 
 

@@ -1,0 +1,265 @@
+"""SpaRTAN: Spatial Reinforcement Token-based Aggregation Network.
+
+Stem (two 3x3/s2 ConvBNAct, stride 4) -> 4 stages of SpaRTAN blocks with a
+2x2/s2 ConvBNAct downsample before stages 2-4 (Table I, spec 2) -> one
+optional norm per output. Channels first; outputs at strides 4, 8, 16, 32.
+
+Beyond the authors' classifier (one size, no multi-scale outputs):
+
+* odd sizes: the 2x2/s2 downsample would drop the last row/column of an
+  odd map, so it is zero-padded at the bottom/right first; every output is
+  ``ceil(H / stride)`` x ``ceil(W / stride)`` and even sizes are unchanged;
+* ``out_norm`` adds a norm per dense output (the authors' classifier has
+  none: use ``out_norm=None`` with a pooling neck and a linear head).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import ConvBNAct, LayerNorm2d, SpaRTANBlock
+from ..layers.spartan import CONV_TYPES
+
+# Table I as data. conv_types: Table VIII's per-stage full ('F') or
+# depthwise ('D') convs; the published models are the hybrid F, F, D, D.
+ARCH_SETTINGS: Dict[str, dict] = {
+    'xt': dict(channels=(32, 64, 96, 192), depths=(3, 3, 10, 2),
+               expand_ratios=(4, 4, 2, 2)),
+    't': dict(channels=(32, 64, 128, 256), depths=(3, 3, 12, 2),
+              expand_ratios=(4, 4, 2, 2)),
+}
+ALIASES = {'xtiny': 'xt', 'x-tiny': 'xt', 'tiny': 't'}
+# The public code: GELU in the stem and the mixers, SiLU in the 2x2
+# downsamples (Table VI ablates both; the paper's text says SiLU for all
+# patch embeddings).
+ARCH_DEFAULTS = dict(conv_types=('F', 'F', 'D', 'D'), stem_act='GELU',
+                     downsample_act='SiLU', block_act='GELU',
+                     layer_scale_init=1e-5)
+REQUIRED_KEYS = ('channels', 'depths', 'expand_ratios')
+PER_STAGE_KEYS = ('channels', 'depths', 'expand_ratios', 'conv_types')
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """A named variant or a custom dict, checked, with defaults filled."""
+    if isinstance(arch, str):
+        name = ALIASES.get(arch.lower(), arch.lower())
+        if name not in ARCH_SETTINGS:
+            valid = sorted(set(ARCH_SETTINGS) | set(ALIASES))
+            raise KeyError(f'SpaRTAN: unknown arch {arch!r}; valid names: '
+                           f'{valid}, or a dict with keys {REQUIRED_KEYS}')
+        arch = ARCH_SETTINGS[name]
+    if not isinstance(arch, dict):
+        raise TypeError(f'SpaRTAN: arch must be a name or a dict, got '
+                        f'{type(arch).__name__}')
+    missing = [k for k in REQUIRED_KEYS if k not in arch]
+    if missing:
+        raise KeyError(f'SpaRTAN: custom arch lacks {missing} (needs '
+                       f'{REQUIRED_KEYS}, optionally {sorted(ARCH_DEFAULTS)})')
+    unknown = sorted(set(arch) - set(REQUIRED_KEYS) - set(ARCH_DEFAULTS))
+    if unknown:
+        raise KeyError(f'SpaRTAN: unknown arch keys {unknown}; known: '
+                       f'{sorted(REQUIRED_KEYS + tuple(ARCH_DEFAULTS))}')
+    merged = dict(copy.deepcopy(ARCH_DEFAULTS), **copy.deepcopy(dict(arch)))
+    for key in PER_STAGE_KEYS:
+        merged[key] = tuple(merged[key])
+        if len(merged[key]) != 4:
+            raise ValueError(f'SpaRTAN: arch[{key!r}] needs 4 entries (one '
+                             f'per stage), got {merged[key]}')
+    bad = [c for c in merged['conv_types'] if c not in CONV_TYPES]
+    if bad:
+        raise ValueError(f"SpaRTAN: conv_types take 'F' (full) or 'D' "
+                         f"(depthwise) per stage, got {merged['conv_types']}"
+                         " (Table VIII's H is ('F', 'F', 'D', 'D'))")
+    odd = [c for c in merged['channels'] if c % 2 or c < 8]
+    if odd:
+        raise ValueError(f'SpaRTAN: channels must be even and >= 8 (SMixer '
+                         f'halves C, its SE quarters that), got {odd}')
+    return merged
+
+
+class SpaRTANStage(nn.Module):
+    """The blocks of one stage, optionally checkpointed one by one."""
+
+    def __init__(self, blocks: Sequence[SpaRTANBlock], with_cp: bool = False):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.with_cp = with_cp
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            # Not ``x.requires_grad``: after a frozen stem the input needs no
+            # gradient, yet the blocks' weights do and their activations
+            # are what checkpointing saves.
+            if self.with_cp and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class Downsample(ConvBNAct):
+    """Non-overlapping patch embedding: 2x2/s2 conv, BN, act; odd maps are
+    zero-padded at the bottom/right so no row or column is dropped."""
+
+    def __init__(self, in_channels: int, out_channels: int, act: str):
+        super().__init__(in_channels, out_channels, 2, stride=2, act=act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, w % 2, 0, h % 2))
+        return super().forward(x)
+
+
+def make_out_norm(kind: Optional[str], dim: int) -> nn.Module:
+    if kind == 'ln':
+        return LayerNorm2d(dim, eps=1e-6)
+    if kind == 'gn':
+        return nn.GroupNorm(1, dim, eps=1e-6)
+    if kind is None:
+        return nn.Identity()
+    raise ValueError(f"out_norm must be 'ln', 'gn' or None, got {kind!r}")
+
+
+class SpaRTAN(BaseModule):
+    """SpaRTAN backbone (XT / T) for classification and dense tasks.
+
+    Args:
+        arch: 'xt' / 'xtiny', 't' / 'tiny', or a dict with ``channels``,
+            ``depths``, ``expand_ratios`` (4 entries each) and optionally
+            ``conv_types`` ('F'/'D' per stage; Table VIII's F, D and H are
+            ``('F',)*4``, ``('D',)*4`` and the default ``('F','F','D','D')``),
+            ``stem_act``, ``downsample_act``, ``block_act`` ('GELU', 'SiLU',
+            'ReLU'; Table VI) and ``layer_scale_init`` (1e-5).
+        out_indices: stages whose outputs are returned (NCHW, strides
+            4, 8, 16, 32); negative indices count from the last stage.
+        frozen_stages: freeze the stem and the first N stages (-1: none):
+            eval mode and ``requires_grad=False``, re-applied in ``train()``.
+        norm_eval: keep BatchNorm layers in eval mode while training.
+        with_cp: activation checkpointing per block (BN running statistics
+            are then updated twice per step, as in mmdet's ResNet).
+        drop_path_rate: stochastic depth, linear over all blocks (the
+            authors' ImageNet recipe: 0.1).
+        out_norm: norm on each output: 'ln' (LayerNorm2d over channels,
+            eps 1e-6, for FPN / UperNet), 'gn' (GroupNorm, 1 group) or None
+            (the authors' classifier: pool the last stage directly).
+        init_cfg: mmengine init config; ``dict(type='Pretrained',
+            checkpoint=...)`` loads mmsparx files and the authors'
+            ``{'model': ...}`` files alike (converted on load, every key
+            reported; see ``tools/convert/spartan.py``).
+    """
+
+    def __init__(self, arch: Union[str, dict] = 't',
+                 out_indices: Sequence[int] = (0, 1, 2, 3),
+                 frozen_stages: int = -1, norm_eval: bool = False,
+                 with_cp: bool = False, drop_path_rate: float = 0.1,
+                 out_norm: Optional[str] = 'ln',
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.arch = resolve_arch(arch)
+        channels, depths = self.arch['channels'], self.arch['depths']
+        if not out_indices or any(not -4 <= i < 4 for i in out_indices):
+            raise ValueError(f'out_indices must name stages 0..3 (or -4..-1)'
+                             f', got {out_indices}')
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f'frozen_stages must be in -1..4, got '
+                             f'{frozen_stages}')
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f'drop_path_rate must be in [0, 1), got '
+                             f'{drop_path_rate}')
+        self.out_indices = tuple(sorted({i % 4 for i in out_indices}))
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.channels = channels
+        self.stem = nn.Sequential(
+            ConvBNAct(3, channels[0] // 2, 3, 2, 1,
+                      act=self.arch['stem_act']),
+            ConvBNAct(channels[0] // 2, channels[0], 3, 2, 1,
+                      act=self.arch['stem_act']))
+        self.downsamples = nn.ModuleList([nn.Identity()] + [
+            Downsample(channels[i - 1], channels[i],
+                       self.arch['downsample_act']) for i in range(1, 4)])
+        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.stages = nn.ModuleList()
+        for i in range(4):
+            start = sum(depths[:i])
+            self.stages.append(SpaRTANStage([
+                SpaRTANBlock(channels[i], self.arch['expand_ratios'][i],
+                             self.arch['conv_types'][i], rates[start + j],
+                             self.arch['layer_scale_init'],
+                             self.arch['block_act'])
+                for j in range(depths[i])], with_cp))
+        self.out_norms = nn.ModuleDict({
+            str(i): make_out_norm(out_norm, channels[i])
+            for i in self.out_indices})
+        self._freeze_stages()
+
+    def init_weights(self) -> None:
+        """``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts the
+        authors' files as well as mmsparx ones, and reports every key."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            from mmsparx.converters.loading import load_backbone
+            from mmsparx.converters.spartan import (convert_spartan,
+                                                    is_spartan_layout)
+            prefix = cfg.get('prefix', 'backbone.')
+            load_backbone(self, cfg['checkpoint'], convert_spartan,
+                          is_spartan_layout,
+                          prefix=prefix if prefix.endswith('.') else
+                          prefix + '.')
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen = [self.stem] + [m for i in range(self.frozen_stages)
+                                for m in (self.downsamples[i],
+                                          self.stages[i])]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def forward(self, x: Tensor) -> tuple:
+        x = self.stem(x)
+        outs = []
+        for i in range(4):
+            x = self.stages[i](self.downsamples[i](x))
+            if i in self.out_indices:
+                outs.append(self.out_norms[str(i)](x))
+        return tuple(outs)
+
+    def get_layer_depth(self, param_name: str, prefix: str = ''):
+        """(layer id, total) for layer-wise lr decay, as mmpretrain's
+        ConvNeXt counts: stem 0, each block its own id, head last."""
+        total = sum(self.arch['depths']) + 2
+        if not param_name.startswith(prefix):
+            return total - 1, total
+        name = param_name[len(prefix):]
+        if name.startswith('stem'):
+            return 0, total
+        if name.startswith('downsamples'):
+            return sum(self.arch['depths'][:int(name.split('.')[1])]) + 1, \
+                total
+        if name.startswith('stages'):
+            parts = name.split('.')
+            stage, block = int(parts[1]), int(parts[3])
+            return sum(self.arch['depths'][:stage]) + block + 1, total
+        return total - 1, total
