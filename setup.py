@@ -22,7 +22,8 @@ def version() -> str:
 
 
 def scan_extensions() -> dict:
-    """The fused CPU selective scan (mmsparx/ops/csrc), built twice: for
+    """mmsparx's CPU kernels (mmsparx/ops/csrc: the fused selective scan,
+    the fused depthwise convolution), built twice: for
     any x86-64/ARM CPU and for AVX2+FMA, picked at run time. Optional: with
     no torch at build time, no compiler, or MMSPARX_NO_EXT=1 mmsparx installs
     without it and the scan uses its PyTorch backend."""
@@ -40,22 +41,28 @@ def scan_extensions() -> dict:
             try:
                 super().build_extension(ext)
             except Exception as error:  # noqa: BLE001 any compiler failure
-                print(f'mmsparx: {ext.name} not built ({error}); the scan '
-                      'uses its PyTorch backend', file=sys.stderr)
+                print(f'mmsparx: {ext.name} not built ({error}); mmsparx '
+                      'uses its PyTorch paths', file=sys.stderr)
 
     csrc = 'mmsparx/ops/csrc/'
     # -ffast-math lets gcc call glibc's vector exp/log1p in the per-step
     # precomputation (the recurrence itself is exact multiply-adds).
-    flags = ['-O3', '-ffast-math']
+    flags = ['-O3', '-ffast-math', '-fopenmp']
+    # -fopenmp: at::parallel_for is an OpenMP pragma in ATen's headers;
+    # without it the rows run on one thread.
     exts = [CppExtension('mmsparx.ops._scan_cpu',
-                         [csrc + 'selective_scan_cpu.cpp'],
-                         extra_compile_args=flags)]
+                         [csrc + 'selective_scan_cpu.cpp',
+                          csrc + 'depthwise_cpu.cpp'],
+                         extra_compile_args=flags,
+                         extra_link_args=['-fopenmp'])]
     import platform
     if platform.machine() in ('x86_64', 'AMD64'):
         exts.append(CppExtension(
             'mmsparx.ops._scan_cpu_avx2',
-            [csrc + 'selective_scan_cpu_avx2.cpp'],
-            extra_compile_args=flags + ['-mavx2', '-mfma']))
+            [csrc + 'selective_scan_cpu_avx2.cpp',
+             csrc + 'depthwise_cpu_avx2.cpp'],
+            extra_compile_args=flags + ['-mavx2', '-mfma'],
+            extra_link_args=['-fopenmp']))
     return dict(ext_modules=exts, cmdclass=dict(build_ext=OptionalBuild))
 
 

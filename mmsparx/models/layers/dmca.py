@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .common import PointwiseConv
+
 
 def spatial_reducer(dim: int, ratio: int) -> nn.Module:
     """DWConv (kernel r+1, stride r) + BN + GELU; identity when r = 1."""
@@ -59,15 +61,15 @@ class DMCA(nn.Module):
         self.d_norm = nn.GroupNorm(1, cat)
         self.d_proj = nn.Sequential(
             nn.Conv2d(cat, cat, 3, padding=1, groups=cat, bias=False),
-            nn.BatchNorm2d(cat), nn.GELU(), nn.Conv2d(cat, 2 * dim, 1),
+            nn.BatchNorm2d(cat), nn.GELU(), PointwiseConv(cat, 2 * dim),
             nn.GELU())
         self.q = nn.Sequential(spatial_reducer(dim, sr_ratio),
-                               nn.Conv2d(dim, dim, 1, bias=False),
+                               PointwiseConv(dim, dim, bias=False),
                                nn.BatchNorm2d(dim))
         self.k = nn.Sequential(spatial_reducer(dim, sr_ratio),
-                               nn.Conv2d(dim, dim, 1, bias=False),
+                               PointwiseConv(dim, dim, bias=False),
                                nn.BatchNorm2d(dim))
-        self.v = nn.Sequential(nn.Conv2d(dim, dim, 1, bias=False),
+        self.v = nn.Sequential(PointwiseConv(dim, dim, bias=False),
                                nn.BatchNorm2d(dim))
         # [X, Z, Yv] fused per channel triple; 3 * floor(2C / 3) outputs,
         # the missing (2C mod 3) channels are filled in by pooling.

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from .common import ConvFFN, DropPath, LayerScale
+from .common import ConvFFN, DepthwiseConv, DropPath, LayerScale
 
 
 class SparXBlock(nn.Module):
@@ -24,7 +24,7 @@ class SparXBlock(nn.Module):
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float = 4.0,
                  layer_scale: bool = False, drop_path: float = 0.0):
         super().__init__()
-        self.pos_embed = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.pos_embed = DepthwiseConv(dim, 3)
         self.norm = nn.GroupNorm(1, dim)
         self.op = mixer
         self.norm2 = nn.GroupNorm(1, dim)
@@ -35,7 +35,7 @@ class SparXBlock(nn.Module):
 
     def forward(self, x: Tensor,
                 inputs: Optional[Sequence[Tensor]] = None) -> Tensor:
-        x = x + self.pos_embed(x)
+        x = self.pos_embed.fused(x, residual=True)  # DPE
         normed = self.norm(x)
         mixed = self.op(normed) if inputs is None else self.op(normed, inputs)
         x = self.layerscale_1(x) + self.drop_path(mixed)

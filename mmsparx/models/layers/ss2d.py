@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from mmsparx.ops import cross_selective_scan
 
+from .common import DepthwiseConv, PointwiseConv
+
 DIRECTIONS = 4
 
 
@@ -41,11 +43,9 @@ class SS2D(nn.Module):
         rank = math.ceil(dim / 16) if dt_rank == 'auto' else int(dt_rank)
         self.d_inner, self.d_state, self.dt_rank = inner, d_state, rank
         self.scan_backend = scan_backend
-        self.in_proj = in_proj if in_proj is not None else nn.Conv2d(
-            dim, inner, 1)
-        self.conv2d = nn.Conv2d(inner, inner, d_conv, padding=d_conv // 2,
-                                groups=inner)
-        self.act = nn.SiLU()
+        self.in_proj = in_proj if in_proj is not None else PointwiseConv(
+            dim, inner)
+        self.conv2d = DepthwiseConv(inner, d_conv)
         # Per direction: x -> (delta rank R, B, C) as one grouped 1x1 conv.
         self.x_proj_weight = nn.Parameter(
             torch.empty(DIRECTIONS * (rank + 2 * d_state), inner, 1))
@@ -60,7 +60,7 @@ class SS2D(nn.Module):
         self.A_logs._no_weight_decay = True
         self.Ds._no_weight_decay = True
         self.out_norm = nn.GroupNorm(1, inner)
-        self.out_proj = nn.Conv2d(inner, dim, 1)
+        self.out_proj = PointwiseConv(inner, dim)
         self._init_ssm(dt_min, dt_max, dt_floor)
 
     def _init_ssm(self, dt_min: float, dt_max: float, dt_floor: float) -> None:
@@ -97,6 +97,6 @@ class SS2D(nn.Module):
             backend=self.scan_backend)
 
     def forward(self, x: Tensor, *in_proj_args) -> Tensor:
-        x = self.act(self.conv2d(self.in_proj(x, *in_proj_args)))
+        x = self.conv2d.fused(self.in_proj(x, *in_proj_args), act='silu')
         y = self.scan(x).to(x.dtype)
         return self.out_proj(self.out_norm(y))

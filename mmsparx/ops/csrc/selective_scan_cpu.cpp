@@ -360,8 +360,15 @@ std::vector<at::Tensor> cross_scan_backward(
           gbias_rows.sum(0).view({4 * dim})};
 }
 
+// depthwise_cpu.cpp
+at::Tensor depthwise_conv_act(const at::Tensor& x, const at::Tensor& weight,
+                              const at::Tensor& bias, bool residual,
+                              int64_t act);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "mmsparx fused selective scan for CPUs";
+  m.doc() = "mmsparx CPU kernels: fused selective scan, depthwise conv";
+  m.def("depthwise_conv_act", &depthwise_conv_act,
+        "act(x + dwconv(x)) or act(dwconv(x)), inference only");
   m.def("forward", &scan_forward, "selective scan forward");
   m.def("backward", &scan_backward, "selective scan backward");
   m.def("cross_forward", &cross_scan_forward,

@@ -1,0 +1,69 @@
+"""The fused CPU inference kernels compute exactly the PyTorch functions
+they replace (same parameters, same numbers)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmsparx.models.layers.common import DepthwiseConv, PointwiseConv
+from mmsparx.ops.selective_scan import _cpu_kernel
+
+needs_kernel = pytest.mark.skipif(
+    _cpu_kernel() is None, reason='CPU kernels not built (MMSPARX_NO_EXT=1)')
+
+
+@needs_kernel
+@pytest.mark.parametrize('kernel', [3, 5])
+@pytest.mark.parametrize('residual,act', [(True, 'gelu'), (True, None),
+                                          (False, 'silu'), (False, None)])
+@pytest.mark.parametrize('size', [(7, 9), (1, 1), (2, 13), (16, 16)])
+def test_depthwise_fused_equals_pytorch(kernel, residual, act, size,
+                                        monkeypatch):
+    torch.manual_seed(0)
+    conv = DepthwiseConv(6, kernel)
+    monkeypatch.setattr(conv, 'MIN_KERNEL_PIXELS', 1)
+    x = torch.randn(2, 6, *size)
+    expected = conv(x)
+    if residual:
+        expected = expected + x
+    expected = {'gelu': F.gelu, 'silu': F.silu, None: lambda t: t}[act](
+        expected)
+    with torch.no_grad():
+        assert conv._kernel_applies(x)
+        out = conv.fused(x, residual=residual, act=act)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_depthwise_fused_leaves_autograd_and_autocast_to_pytorch():
+    conv = DepthwiseConv(4, 3)
+    x = torch.randn(1, 4, 28, 29, requires_grad=True)
+    with torch.no_grad():
+        assert conv._kernel_applies(x)
+        assert not conv._kernel_applies(x[..., :20, :20].contiguous())
+    assert not conv._kernel_applies(x)  # training: autograd needs a graph
+    conv.fused(x, residual=True, act='gelu').sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not conv._kernel_applies(x)
+        assert conv.fused(x, act='silu').dtype == torch.bfloat16
+    assert not conv._kernel_applies(x.detach().to(torch.float64))
+
+
+def test_pointwise_conv_is_a_1x1_convolution():
+    torch.manual_seed(0)
+    for bias in (True, False):
+        conv = PointwiseConv(5, 7, bias=bias)
+        assert sorted(conv.state_dict()) == sorted(
+            torch.nn.Conv2d(5, 7, 1, bias=bias).state_dict())
+        x = torch.randn(3, 5, 4, 6, requires_grad=True)
+        out = conv(x)
+        expected = F.conv2d(x, conv.weight, conv.bias)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        grads = torch.autograd.grad(out.sum(), [x, conv.weight])
+        ref = torch.autograd.grad(expected.sum(), [x, conv.weight])
+        for grad, ref_grad in zip(grads, ref):
+            torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-4)
+        # channels-last input takes the convolution: same numbers.
+        last = x.detach().contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(conv(last), expected.detach(), rtol=1e-5,
+                                   atol=1e-5)
