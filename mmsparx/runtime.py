@@ -95,3 +95,16 @@ def init_cpu_dist(launcher: str, backend: str = 'gloo') -> bool:
                          ' or slurm.')
     dist.init_process_group(backend=backend, init_method='env://')
     return True
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then tear the process group down.
+
+    Left to interpreter exit, gloo's worker threads can outlive the group
+    and abort the process ("terminate called without an active
+    exception") after a run that finished fine.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

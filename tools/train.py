@@ -11,6 +11,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmsparx.cli import (add_common_args, build_runner, load_config,  # noqa
                          prepare_device)
+from mmsparx.runtime import finish_distributed  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,6 +55,7 @@ def main(argv=None) -> None:
     changes = prepare_device(cfg)
     runner = build_runner(cfg, args.config, changes)
     runner.train()
+    finish_distributed()
 
 
 if __name__ == '__main__':
