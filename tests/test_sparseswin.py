@@ -15,7 +15,7 @@ from mmsparx.models.backbones import SparseSwin, SparseSwinDense
 from mmsparx.models.losses import SparTaAttentionLoss, attention_penalty
 from mmsparx.models.variants import build_classifier
 
-KEYS = osp.join(ROOT, '..', 'shared', 'spec', 'official-keys',
+KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys',
                 'sparseswin_public_T_100cls.txt')
 # A small arch for fast tests: 64x64 inputs give a 4x4 stride-16 grid.
 SMALL = dict(embed_dims=16, depths=(1, 1, 2), num_heads=(1, 2, 2),

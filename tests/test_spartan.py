@@ -16,7 +16,7 @@ from mmsparx.models.layers import (SMixer, SpaRTANBlock, SqueezeExcite,
 from mmsparx.models.layers import spartan as spartan_layers
 from mmsparx.models.variants import build_classifier
 
-KEYS = osp.join(ROOT, '..', 'shared', 'spec', 'official-keys')
+KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys')
 KEY_FILES = {'t': 'spartan_T_shipped', 'xt': 'spartan_XT_tableI'}
 # Small but complete: every stage, F and D convs, e = 4 and 2.
 TINY = dict(channels=(8, 16, 24, 32), depths=(1, 2, 2, 1),

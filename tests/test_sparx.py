@@ -12,7 +12,7 @@ from mmsparx.models.backbones.sparx_connections import (connection_plan,
                                                         ganglion_indices)
 from mmsparx.models.variants import build_classifier
 
-KEYS = osp.join(ROOT, '..', 'shared', 'spec', 'official-keys')
+KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys')
 TINY = dict(depths=(1, 2, 3, 2), channels=(16, 32, 48, 64), stem='v2',
             strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0))
 

@@ -19,12 +19,12 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import ConvBNAct, LayerNorm2d, SpaRTANBlock
 from ..layers.spartan import CONV_TYPES
+from .base import FourStageBackbone
 
 # Table I as data. conv_types: Table VIII's per-stage full ('F') or
 # depthwise ('D') convs; the published models are the hybrid F, F, D, D.
@@ -127,7 +127,7 @@ def make_out_norm(kind: Optional[str], dim: int) -> nn.Module:
     raise ValueError(f"out_norm must be 'ln', 'gn' or None, got {kind!r}")
 
 
-class SpaRTAN(BaseModule):
+class SpaRTAN(FourStageBackbone):
     """SpaRTAN backbone (XT / T) for classification and dense tasks.
 
     Args:
@@ -200,66 +200,7 @@ class SpaRTAN(BaseModule):
             for i in self.out_indices})
         self._freeze_stages()
 
-    def init_weights(self) -> None:
-        """``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts the
-        authors' files as well as mmsparx ones, and reports every key."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from mmsparx.converters.loading import load_backbone
-            from mmsparx.converters.spartan import (convert_spartan,
-                                                    is_spartan_layout)
-            prefix = cfg.get('prefix', 'backbone.')
-            load_backbone(self, cfg['checkpoint'], convert_spartan,
-                          is_spartan_layout,
-                          prefix=prefix if prefix.endswith('.') else
-                          prefix + '.')
-            self._is_init = True
-            return
-        super().init_weights()
-
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [m for i in range(self.frozen_stages)
-                                for m in (self.downsamples[i],
-                                          self.stages[i])]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
-    def forward(self, x: Tensor) -> tuple:
-        x = self.stem(x)
-        outs = []
-        for i in range(4):
-            x = self.stages[i](self.downsamples[i](x))
-            if i in self.out_indices:
-                outs.append(self.out_norms[str(i)](x))
-        return tuple(outs)
-
-    def get_layer_depth(self, param_name: str, prefix: str = ''):
-        """(layer id, total) for layer-wise lr decay, as mmpretrain's
-        ConvNeXt counts: stem 0, each block its own id, head last."""
-        total = sum(self.arch['depths']) + 2
-        if not param_name.startswith(prefix):
-            return total - 1, total
-        name = param_name[len(prefix):]
-        if name.startswith('stem'):
-            return 0, total
-        if name.startswith('downsamples'):
-            return sum(self.arch['depths'][:int(name.split('.')[1])]) + 1, \
-                total
-        if name.startswith('stages'):
-            parts = name.split('.')
-            stage, block = int(parts[1]), int(parts[3])
-            return sum(self.arch['depths'][:stage]) + block + 1, total
-        return total - 1, total
+    def checkpoint_format(self):  # see FourStageBackbone
+        from mmsparx.converters.spartan import (convert_spartan,
+                                                is_spartan_layout)
+        return convert_spartan, is_spartan_layout

@@ -11,11 +11,11 @@ import copy
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import DMCA, SS2D, LayerNorm2d, SparXBlock
+from .base import FourStageBackbone
 from .sparx_connections import STAGE_INPUT, connection_plan, ganglion_indices
 
 # Variants as data (spec 1.1). ganglion_start: first index a ganglion layer
@@ -112,7 +112,7 @@ class SparXStage(nn.Module):
         return x
 
 
-class SparXMamba(BaseModule):
+class SparXMamba(FourStageBackbone):
     """SparX-Mamba backbone (T/S/B) for classification and dense tasks.
 
     Subclasses change the token mixer (``make_mixer``, ``mixer_width``) and
@@ -223,66 +223,6 @@ class SparXMamba(BaseModule):
                     ssm_ratio=self.arch['ssm_ratio'], in_proj=dmca,
                     scan_backend=scan_backend)
 
-    def init_weights(self) -> None:
-        """``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts the
-        authors' files as well as mmsparx ones, and reports every key."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from mmsparx.converters import (convert_sparx_mamba,
-                                            is_official_layout)
-            from mmsparx.converters.loading import load_backbone
-            prefix = cfg.get('prefix', 'backbone.')
-            load_backbone(self, cfg['checkpoint'], convert_sparx_mamba,
-                          is_official_layout,
-                          prefix=prefix if prefix.endswith('.') else
-                          prefix + '.')
-            self._is_init = True
-            return
-        super().init_weights()
-
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [m for i in range(self.frozen_stages)
-                                for m in (self.downsamples[i],
-                                          self.stages[i])]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
-    def forward(self, x: Tensor) -> tuple:
-        x = self.stem(x)
-        outs = []
-        for i in range(4):
-            x = self.stages[i](self.downsamples[i](x))
-            if i in self.out_indices:
-                outs.append(self.out_norms[str(i)](x))
-        return tuple(outs)
-
-    def get_layer_depth(self, param_name: str, prefix: str = ''):
-        """(layer id, total) for layer-wise lr decay, as mmpretrain's
-        ConvNeXt counts: stem 0, each block its own id, head last."""
-        total = sum(self.arch['depths']) + 2
-        if not param_name.startswith(prefix):
-            return total - 1, total
-        name = param_name[len(prefix):]
-        if name.startswith('stem'):
-            return 0, total
-        if name.startswith(('stages', 'downsamples')):
-            parts = name.split('.')
-            stage = int(parts[1])
-            before = sum(self.arch['depths'][:stage])
-            if parts[0] == 'downsamples' or parts[2] != 'blocks':
-                return before + 1, total
-            return before + int(parts[3]) + 1, total
-        return total - 1, total
+    def checkpoint_format(self):  # see FourStageBackbone
+        from mmsparx.converters import convert_sparx_mamba, is_official_layout
+        return convert_sparx_mamba, is_official_layout
