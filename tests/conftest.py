@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_r18_fpn_shapes.py')
@@ -65,6 +66,49 @@ def coco_options(root: str) -> dict:
         'val_dataloader.dataset.pipeline.1.scale': (160, 128),
         'test_dataloader.dataset.pipeline.1.scale': (160, 128),
     }
+
+
+def coco_paper_options(root: str) -> dict:
+    """``coco_options`` for a paper's COCO config (not the demo one): no
+    pretrained backbone, the 3 generated shape classes, the generated set's
+    file names."""
+    options = coco_options(root)
+    options['model.backbone.init_cfg'] = None
+    options['model.roi_head.bbox_head.num_classes'] = 3
+    options['model.roi_head.mask_head.num_classes'] = 3
+    shapes = dict(classes=('rectangle', 'ellipse', 'triangle'))
+    for split, loader in (('train', 'train_dataloader'),
+                          ('val', 'val_dataloader'),
+                          ('val', 'test_dataloader')):
+        options[f'{loader}.dataset.ann_file'] = \
+            f'annotations/instances_{split}.json'
+        options[f'{loader}.dataset.data_prefix.img'] = f'{split}/'
+        options[f'{loader}.dataset.metainfo'] = shapes
+    return options
+
+
+OFFICIAL_KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys')
+
+
+def official_shapes(name: str) -> dict:
+    """key -> shape of the authors' state dict ``name`` (a file in
+    tests/data/official_keys, from the spec)."""
+    shapes = {}
+    with open(osp.join(OFFICIAL_KEYS, f'{name}.txt')) as f:
+        for line in f:
+            if line.startswith('#') or not line.strip():
+                continue
+            key, shape = line.rstrip('\n').split('\t')
+            shapes[key] = tuple(int(s) for s in shape.strip('()').split(',')
+                                if s.strip())
+    return shapes
+
+
+def official_state_dict(name: str, seed: int = 0) -> dict:
+    """Random tensors in the authors' keys and shapes."""
+    g = torch.Generator().manual_seed(seed)
+    return {key: torch.randn(shape, generator=g)
+            for key, shape in official_shapes(name).items()}
 
 
 def as_cli(options: dict) -> list:

@@ -1,13 +1,12 @@
 """SparseSwin: the authors' size and outputs, the converter, the attention
 regulariser, the classifier and dense backbones."""
 import math
-import os.path as osp
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT
+from conftest import official_shapes
 from mmsparx.converters.sparseswin import (convert_sparseswin, detect_layout,
                                            merge_permutation,
                                            to_official_layout)
@@ -15,31 +14,18 @@ from mmsparx.models.backbones import SparseSwin, SparseSwinDense
 from mmsparx.models.losses import SparTaAttentionLoss, attention_penalty
 from mmsparx.models.variants import build_classifier
 
-KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys',
-                'sparseswin_public_T_100cls.txt')
+KEYS = 'sparseswin_public_T_100cls'
 # A small arch for fast tests: 64x64 inputs give a 4x4 stride-16 grid.
 SMALL = dict(embed_dims=16, depths=(1, 1, 2), num_heads=(1, 2, 2),
              window_size=4, num_tokens=5, token_dims=32, sparta_depth=2,
              sparta_heads=4)
 
 
-def official_shapes() -> dict:
-    shapes = {}
-    with open(KEYS) as f:
-        for line in f:
-            if line.startswith('#') or not line.strip():
-                continue
-            key, shape = line.rstrip('\n').split('\t')
-            shapes[key] = tuple(int(s) for s in shape.strip('()').split(',')
-                                if s.strip())
-    return shapes
-
-
-def official_state_dict(seed: int = 0) -> dict:
+def authors_state_dict(seed: int = 0) -> dict:
     """Random tensors in the authors' keys and shapes (spec section 3)."""
     g = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in official_shapes().items():
+    for key, shape in official_shapes(KEYS).items():
         if key.endswith('relative_position_index'):
             state[key] = torch.randint(0, 169, shape, generator=g)
         else:
@@ -57,12 +43,12 @@ def test_public_setting_has_the_authors_parameter_count():
     assert count(backbone.sparta) == 8_084_405
     assert count(backbone.sparta.converter) == 1_779_637
     assert count(backbone.norm) + count(model.head) == 52_324
-    assert len(model.state_dict()) == len(official_shapes()) == 182
+    assert len(model.state_dict()) == len(official_shapes(KEYS)) == 182
 
 
 def test_converter_round_trips_the_public_layout_with_a_strict_load():
     from mmsparx.checkpoint import load_state_dict
-    official = official_state_dict()
+    official = authors_state_dict()
     converted = convert_sparseswin(official)
     model = build_classifier('sparseswin')
     report = load_state_dict(model, converted, strict=True)
@@ -119,7 +105,7 @@ def test_converted_weights_give_the_authors_outputs():
     swin = torchvision.models.swin_t().features[:6]
     state = {'swin_model.' + k: v for k, v in swin.state_dict().items()}
     g = torch.Generator().manual_seed(1)
-    for key, shape in official_shapes().items():
+    for key, shape in official_shapes(KEYS).items():
         if not key.startswith('swin_model.'):
             state[key] = torch.randn(shape, generator=g) * 0.02
             if 'norm' in key and key.endswith('weight'):
@@ -377,7 +363,7 @@ def test_pretrained_loads_every_layout(tmp_path):
                                tv['features.5.5.mlp.3.weight'])
     assert detect_layout(tv) == 'torchvision'
 
-    official = official_state_dict()
+    official = authors_state_dict()
     torch.save(official, tmp_path / 'authors.pt')
     dense = SparseSwinDense(init_cfg=dict(
         type='Pretrained', checkpoint=str(tmp_path / 'authors.pt')))
@@ -398,7 +384,7 @@ def test_pretrained_loads_every_layout(tmp_path):
 
 
 def test_wrong_checkpoints_are_refused_with_the_reason(tmp_path):
-    torch.save(official_state_dict(), tmp_path / 'authors.pt')
+    torch.save(authors_state_dict(), tmp_path / 'authors.pt')
     small = SparseSwin(SMALL, img_size=64, init_cfg=dict(
         type='Pretrained', checkpoint=str(tmp_path / 'authors.pt')))
     before = small.sparta.converter.conv.weight.clone()
@@ -415,7 +401,7 @@ def test_wrong_checkpoints_are_refused_with_the_reason(tmp_path):
 
 def test_convert_tool_writes_a_strictly_loaded_file(tmp_path):
     from tools.convert.sparseswin import convert_file
-    torch.save(official_state_dict(), tmp_path / 'authors.pt')
+    torch.save(authors_state_dict(), tmp_path / 'authors.pt')
     summary = convert_file(str(tmp_path / 'authors.pt'),
                            str(tmp_path / 'ours.pth'))
     assert summary['params'] == 20_287_971

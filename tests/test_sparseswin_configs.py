@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT, coco_options, load_test_config
+from conftest import ROOT, coco_paper_options, load_test_config
 from mmsparx.cli import build_runner, prepare_device
 
 CONFIGS = osp.join(ROOT, 'configs', 'sparseswin')
@@ -105,24 +105,13 @@ def test_cifar_configs_build_and_feed_224_inputs(name, classes):
 
 def test_maskrcnn_config_trains_two_iterations(coco_root, tmp_path):
     config = config_path('maskrcnn_sparseswin_t_1x_coco')
-    options = coco_options(coco_root)
-    options['model.backbone.init_cfg'] = None
-    options['model.roi_head.bbox_head.num_classes'] = 3
-    options['model.roi_head.mask_head.num_classes'] = 3
+    options = coco_paper_options(coco_root)
     # Fewer proposals, sampled RoIs and detections: the heads stay cheap.
     for stage in ('train_cfg.rpn_proposal', 'test_cfg.rpn'):
         options[f'model.{stage}.nms_pre'] = 200
         options[f'model.{stage}.max_per_img'] = 100
     options['model.train_cfg.rcnn.sampler.num'] = 64
     options['model.test_cfg.rcnn.max_per_img'] = 10
-    shapes = dict(classes=('rectangle', 'ellipse', 'triangle'))
-    for split, loader in (('train', 'train_dataloader'),
-                          ('val', 'val_dataloader'),
-                          ('val', 'test_dataloader')):
-        options[f'{loader}.dataset.ann_file'] = \
-            f'annotations/instances_{split}.json'
-        options[f'{loader}.dataset.data_prefix.img'] = f'{split}/'
-        options[f'{loader}.dataset.metainfo'] = shapes
     cfg = load_test_config(config, options, tmp_path)
     small_loaders(cfg)
     runner = build_runner(cfg, config, prepare_device(cfg))

@@ -1,12 +1,11 @@
 """SpaRTAN: exact sizes and FLOPs, the wave CMixer's F_max gather and
 float32 modulation, backbone behaviour and the authors'-layout converter."""
 import json
-import os.path as osp
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import official_state_dict
 from mmsparx.checkpoint import load_state_dict
 from mmsparx.converters import convert_spartan, is_spartan_layout
 from mmsparx.converters.spartan import arch_name, infer_arch, layer_plan
@@ -16,24 +15,10 @@ from mmsparx.models.layers import (SMixer, SpaRTANBlock, SqueezeExcite,
 from mmsparx.models.layers import spartan as spartan_layers
 from mmsparx.models.variants import build_classifier
 
-KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys')
 KEY_FILES = {'t': 'spartan_T_shipped', 'xt': 'spartan_XT_tableI'}
 # Small but complete: every stage, F and D convs, e = 4 and 2.
 TINY = dict(channels=(8, 16, 24, 32), depths=(1, 2, 2, 1),
             expand_ratios=(4, 4, 2, 2))
-
-
-def official_state_dict(variant: str, seed: int = 0) -> dict:
-    """Random tensors in the authors' key layout and shapes (spec 2)."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    with open(osp.join(KEYS, f'{KEY_FILES[variant]}.txt')) as f:
-        for line in f:
-            if line.startswith('#') or not line.strip():
-                continue
-            key, shape = line.rstrip('\n').split('\t')
-            state[key] = torch.randn(eval(shape), generator=g)
-    return state
 
 
 def n_params(module) -> int:
@@ -369,7 +354,7 @@ def test_layer_depth_for_layer_decay():
 
 @pytest.mark.parametrize('variant', ['t', 'xt'])
 def test_converter_round_trips_the_authors_layout(variant):
-    official = official_state_dict(variant)
+    official = official_state_dict(KEY_FILES[variant])
     assert is_spartan_layout(official)
     # The authors' files wrap the weights: {epoch, config, model, ...}.
     converted = convert_spartan({'epoch': 299, 'model': official})
@@ -399,7 +384,7 @@ def test_converter_round_trips_the_authors_layout(variant):
 
 
 def test_converter_keeps_other_keys_and_refuses_broken_files():
-    official = official_state_dict('xt')
+    official = official_state_dict(KEY_FILES['xt'])
     detector = {'backbone.' + k: v for k, v in official.items()
                 if not k.startswith('linear.')}
     detector['decoder.layers.0.weight'] = torch.zeros(1)
@@ -418,7 +403,7 @@ def test_converter_keeps_other_keys_and_refuses_broken_files():
 
 
 def test_convert_tool_and_pretrained_init_cfg(tmp_path):
-    official = official_state_dict('t')
+    official = official_state_dict(KEY_FILES['t'])
     src = tmp_path / 'spartan_t_authors.pth'
     torch.save({'epoch': 299, 'model': official}, src)
     from tools.convert.spartan import main

@@ -5,7 +5,7 @@ import os.path as osp
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT, coco_options, load_test_config
+from conftest import ROOT, coco_paper_options, load_test_config
 from mmsparx.cli import build_runner, prepare_device
 from test_sparx_configs import SMALL_DET
 
@@ -25,19 +25,8 @@ def finite_loss(runner) -> float:
 
 def test_maskrcnn_spartan_t_1x_trains_two_iterations(coco_root, tmp_path):
     config = osp.join(CONFIGS, 'maskrcnn_spartan_t_1x.py')
-    options = coco_options(coco_root)
+    options = coco_paper_options(coco_root)
     options.pop('train_dataloader.dataset.pipeline.2.scale')
-    options['model.backbone.init_cfg'] = None
-    options['model.roi_head.bbox_head.num_classes'] = 3
-    options['model.roi_head.mask_head.num_classes'] = 3
-    shapes = dict(classes=('rectangle', 'ellipse', 'triangle'))
-    for split, loader in (('train', 'train_dataloader'),
-                          ('val', 'val_dataloader'),
-                          ('val', 'test_dataloader')):
-        options[f'{loader}.dataset.ann_file'] = \
-            f'annotations/instances_{split}.json'
-        options[f'{loader}.dataset.data_prefix.img'] = f'{split}/'
-        options[f'{loader}.dataset.metainfo'] = shapes
     cfg = load_test_config(config, options, tmp_path)
     cfg.train_dataloader.dataset.pipeline = SMALL_DET
     no_workers(cfg)

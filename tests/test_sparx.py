@@ -1,33 +1,18 @@
 """SparX-Mamba: exact sizes, connection rules, backbone behaviour, FLOPs
 handle and the authors'-checkpoint converter."""
-import os.path as osp
 
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import official_state_dict
 from mmsparx.converters import convert_sparx_mamba
 from mmsparx.models.backbones import SparXMamba, SparXSwin
 from mmsparx.models.backbones.sparx_connections import (connection_plan,
                                                         ganglion_indices)
 from mmsparx.models.variants import build_classifier
 
-KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys')
 TINY = dict(depths=(1, 2, 3, 2), channels=(16, 32, 48, 64), stem='v2',
             strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0))
-
-
-def official_state_dict(variant: str, seed: int = 0) -> dict:
-    """Random tensors in the authors' key layout and shapes (spec 1.4)."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    with open(osp.join(KEYS, f'sparx_mamba_{variant}.txt')) as f:
-        for line in f:
-            if line.startswith('#') or not line.strip():
-                continue
-            key, shape = line.rstrip('\n').split('\t')
-            state[key] = torch.randn(eval(shape), generator=g)
-    return state
 
 
 @pytest.mark.parametrize('variant,params,entries', [
@@ -176,7 +161,7 @@ def test_no_nan_under_bfloat16_autocast():
 
 @pytest.mark.parametrize('variant', ['t', 's', 'b'])
 def test_converter_round_trips_the_authors_layout(variant):
-    official = official_state_dict(variant)
+    official = official_state_dict(f'sparx_mamba_{variant}')
     converted = convert_sparx_mamba(official)
     model = build_classifier(f'sparx-mamba-{variant}')
     from mmsparx.checkpoint import load_state_dict
@@ -195,7 +180,7 @@ def test_converter_round_trips_the_authors_layout(variant):
 
 
 def test_convert_tool_and_pretrained_init_cfg(tmp_path):
-    official = official_state_dict('t')
+    official = official_state_dict('sparx_mamba_t')
     src = tmp_path / 'sparx_mamba_tiny_in1k.pth'
     torch.save(official, src)
     from tools.convert.sparx_mamba import main
