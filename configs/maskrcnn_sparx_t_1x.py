@@ -4,7 +4,8 @@
 # Paper: 48.1 box AP / 43.1 mask AP.
 # ImageNet weights: convert the authors' file once with
 #   python tools/convert/sparx_mamba.py sparx_mamba_tiny_in1k.pth checkpoints/sparx_mamba_t_in1k.pth
-# (the authors' file also loads as it is: the backbone converts on load).
+# (the authors' file also loads as it is: the backbone converts on load;
+# the learned DMCA scales start from the authors' initial value).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
@@ -22,6 +23,10 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
         out_norm='ln',
+        # The authors' detection backbone learns DMCA's softmax scale (one
+        # scalar per ganglion layer, init ((800*1333/16)/64)^-0.5); their
+        # COCO checkpoints hold it.
+        dmca_scale='learned',
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[96, 192, 320, 512]))
 

@@ -116,6 +116,9 @@ class LoadReport:
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
     mismatched: List[Tuple[str, tuple, tuple]] = field(default_factory=list)
+    # Keys of the file outside the part that was loaded (a classifier's
+    # head under a backbone): reported, not an error.
+    unused: List[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +135,9 @@ class LoadReport:
         if self.mismatched:
             lines.append('shape mismatch (checkpoint vs model): ' + ', '.join(
                 f'{k} {tuple(a)} vs {tuple(b)}' for k, a, b in self.mismatched))
+        if self.unused:
+            lines.append(f'not used ({len(self.unused)}): '
+                         + ', '.join(self.unused))
         return '; '.join(lines)
 
 

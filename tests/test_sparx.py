@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from conftest import official_state_dict
+from mmsparx.archs.sparx_connections import connection_plan, ganglion_indices
 from mmsparx.converters import convert_sparx_mamba
 from mmsparx.models.backbones import SparXMamba, SparXSwin
-from mmsparx.models.backbones.sparx_connections import (connection_plan,
-                                                        ganglion_indices)
 from mmsparx.models.variants import build_classifier
 
 TINY = dict(depths=(1, 2, 3, 2), channels=(16, 32, 48, 64), stem='v2',

@@ -157,7 +157,7 @@ def infer_arch(checkpoint: Mapping) -> dict:
 
 def arch_name(arch: dict) -> Optional[str]:
     """'xt' / 't' when ``arch`` is one of Table I's variants, else None."""
-    from mmsparx.models.backbones.spartan import ARCH_DEFAULTS, ARCH_SETTINGS
+    from mmsparx.archs.spartan import ARCH_DEFAULTS, ARCH_SETTINGS
     for name, setting in ARCH_SETTINGS.items():
         full = dict(ARCH_DEFAULTS, **setting)
         if all(tuple(full[k]) == tuple(arch[k]) for k in arch):

@@ -75,15 +75,24 @@ def build_classifier(name: str, num_classes: Optional[int] = None
     table = dict(VARIANTS, **BASELINES)
     if name not in table:
         raise KeyError(f'unknown model {name!r}; known: {model_names()}')
+    entry = table[name]
+    return build_image_classifier(
+        entry['backbone'], entry['in_channels'],
+        num_classes or entry.get('num_classes', 1000),
+        entry.get('neck', dict(type='GlobalAveragePooling')))
+
+
+def build_image_classifier(backbone: dict, in_channels: int,
+                           num_classes: int,
+                           neck: Optional[dict] = dict(
+                               type='GlobalAveragePooling')) -> nn.Module:
+    """mmpretrain's ``ImageClassifier`` around any backbone config, built
+    in mmpretrain's scope whatever scope the caller is in."""
     import mmsparx  # noqa: F401  registers the mmsparx backbones
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
-    entry = table[name]
-    # Built in mmpretrain's scope whatever scope the caller is in.
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return MODELS.build(dict(
-            type='ImageClassifier', backbone=dict(entry['backbone']),
-            neck=entry.get('neck', dict(type='GlobalAveragePooling')),
-            head=dict(type='LinearClsHead', num_classes=num_classes or
-                      entry.get('num_classes', 1000),
-                      in_channels=entry['in_channels'])))
+            type='ImageClassifier', backbone=dict(backbone), neck=neck,
+            head=dict(type='LinearClsHead', num_classes=num_classes,
+                      in_channels=in_channels)))

@@ -2,11 +2,14 @@
 
     python tools/convert/sparx_mamba.py sparx_mamba_tiny_in1k.pth sparx_mamba_t_mmsparx.pth
 
-Classification files become an mmpretrain ImageClassifier state dict
-(checked by a strict load into ``sparx-mamba-{t,s,b}``); detection and
-segmentation files keep their necks and heads, the backbone renamed (checked
-by a strict load of the backbone). The output is written only after the
-check passes, and never over the input.
+The model is read off the file's shapes (any size, not only T/S/B):
+classification files become an mmpretrain ImageClassifier state dict
+(checked by a strict load of the whole classifier); detection and
+segmentation files keep their necks and heads, the backbone renamed
+(checked by a strict load of the backbone, the detection models' learned
+DMCA scales included). The output is written only after the check passes,
+and never over the input; the backbone arguments it needs are printed and
+stored in its ``meta``.
 """
 import argparse
 import os.path as osp
@@ -19,12 +22,14 @@ import torch  # noqa: E402
 
 from mmsparx.checkpoint import (load_checkpoint_file, load_state_dict,  # noqa
                                 state_dict_of)
-from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,  # noqa: E402
-                                            infer_arch, is_official_layout)
+from mmsparx.converters.sparx_mamba import (arch_name,  # noqa: E402
+                                            convert_sparx_mamba, infer_arch,
+                                            is_official_layout)
 
 
 def convert_file(src: str, dst: str) -> dict:
-    """Convert ``src`` into ``dst``; return a summary."""
+    """Convert ``src`` into ``dst``; return a summary (arch name or dict,
+    backbone kwargs, key count)."""
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError('refusing to overwrite the input checkpoint; give '
                          'another output path')
@@ -33,25 +38,32 @@ def convert_file(src: str, dst: str) -> dict:
         raise ValueError(f'{src} is not in the authors\' SparX-Mamba layout '
                          '(no patch_embed.* / layers.* keys); nothing to do')
     converted = convert_sparx_mamba(state)
-    arch = infer_arch(state)
-    from mmsparx.models.backbones import SparXMamba
-    if any(k.startswith('head.fc.') for k in converted):
-        from mmsparx.models.variants import build_classifier
-        model = build_classifier(f'sparx-mamba-{arch[0]}',
-                                 converted['head.fc.weight'].shape[0])
+    arch, kwargs = infer_arch(state)
+    arch = arch_name(arch) or arch
+    backbone = dict(type='SparXMamba', arch=arch,
+                    dmca_scale=kwargs['dmca_scale'])
+    if 'head.fc.weight' in converted:
+        from mmsparx.models.variants import build_image_classifier
+        model = build_image_classifier(
+            dict(backbone, out_indices=(3, ), out_norm='gn'),
+            converted['head.fc.weight'].shape[1],
+            converted['head.fc.weight'].shape[0])
         load_state_dict(model, converted, strict=True)
     else:
+        from mmsparx.models.backbones import SparXMamba
         dense = {k[len('backbone.'):]: v for k, v in converted.items()
                  if k.startswith('backbone.')}
-        outs = sorted(int(k.split('.')[1]) for k in dense
-                      if k.startswith('out_norms.') and k.endswith('weight'))
-        model = SparXMamba(arch, out_indices=outs or (3, ),
-                           out_norm='ln' if outs else None)
+        has_norms = any(k.startswith('out_norms.') for k in dense)
+        model = SparXMamba(arch, out_indices=kwargs['out_indices'],
+                           out_norm='ln' if has_norms else None,
+                           dmca_scale=kwargs['dmca_scale'])
         load_state_dict(model, dense, strict=True)
     torch.save({'state_dict': converted,
                 'meta': {'converted_from': osp.basename(src),
-                         'arch': arch}}, dst)
-    return dict(arch=arch, keys=len(converted))
+                         'arch': arch, 'dmca_scale': kwargs['dmca_scale']}},
+               dst)
+    return dict(arch=arch, dmca_scale=kwargs['dmca_scale'],
+                keys=len(converted))
 
 
 def main(argv=None) -> None:
@@ -60,8 +72,10 @@ def main(argv=None) -> None:
     parser.add_argument('dst', help='output path (.pth)')
     args = parser.parse_args(argv)
     summary = convert_file(args.src, args.dst)
-    print(f'converted SparX-Mamba-{summary["arch"]} ({summary["keys"]} keys,'
-          f' strict load passed) -> {args.dst}')
+    name = (f'SparX-Mamba-{summary["arch"]}' if isinstance(
+        summary['arch'], str) else f'SparX-Mamba arch={summary["arch"]}')
+    print(f'converted {name} ({summary["keys"]} keys, strict load passed) '
+          f'-> {args.dst}; backbone: dmca_scale={summary["dmca_scale"]!r}')
 
 
 if __name__ == '__main__':

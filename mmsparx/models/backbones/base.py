@@ -2,7 +2,7 @@
 normed outputs, with mmdet/mmpretrain's backbone conventions."""
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 from mmengine.model import BaseModule
 from torch import Tensor, nn
@@ -19,6 +19,15 @@ class FourStageBackbone(BaseModule):
     def checkpoint_format(self) -> Tuple[Callable, Callable]:
         """(convert, is_authors_layout) for this family's published files."""
         raise NotImplementedError
+
+    def may_be_missing(self, key: str) -> bool:
+        """Keys a pretrained file may lack: the dense output norms (a
+        classifier has one at most)."""
+        return key.startswith('out_norms.')
+
+    def check_checkpoint(self, state: Dict[str, Tensor]) -> None:
+        """Raise, naming the fix, when a converted file cannot be right for
+        this backbone's settings (called before anything is copied)."""
 
     def init_weights(self) -> None:
         """``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts the

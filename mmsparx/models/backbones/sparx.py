@@ -7,58 +7,21 @@ reducers take whatever H x W arrives).
 """
 from __future__ import annotations
 
-import copy
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from mmsparx.archs.sparx import (ALIASES, ARCH_DEFAULTS, ARCH_SETTINGS,
+                                 resolve_arch, stage_ganglia)
+from mmsparx.archs.sparx_connections import STAGE_INPUT, connection_plan
+from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,
+                                            is_official_layout)
+
 from ..layers import DMCA, SS2D, LayerNorm2d, SparXBlock
+from ..layers.dmca import SCALE_MODES
 from .base import FourStageBackbone
-from .sparx_connections import STAGE_INPUT, connection_plan, ganglion_indices
-
-# Variants as data (spec 1.1). ganglion_start: first index a ganglion layer
-# may take in each stage (None: normal layers only).
-ARCH_SETTINGS: Dict[str, dict] = {
-    'tiny': dict(depths=(2, 2, 7, 2), channels=(96, 192, 320, 512),
-                 stem='v1', strides=(1, 1, 2, 1),
-                 ganglion_start=(None, 1, 0, 0)),
-    'small': dict(depths=(2, 2, 17, 2), channels=(96, 192, 328, 544),
-                  stem='v2', strides=(1, 1, 3, 1),
-                  ganglion_start=(None, 1, 0, 0)),
-    'base': dict(depths=(2, 2, 21, 3), channels=(120, 240, 396, 636),
-                 stem='v2', strides=(1, 1, 3, 2),
-                 ganglion_start=(None, 1, 0, 1)),
-}
-ALIASES = {'t': 'tiny', 's': 'small', 'b': 'base'}
-ARCH_DEFAULTS = dict(window=3, sr_ratios=(8, 4, 2, 1),
-                     layer_scale=(False, False, True, True), d_state=1,
-                     ssm_ratio=2.0, mlp_ratio=4.0, attn_groups=4)
-REQUIRED_KEYS = ('depths', 'channels', 'stem', 'strides', 'ganglion_start')
-
-
-def resolve_arch(arch: Union[str, dict], settings: Dict[str, dict],
-                 aliases: Dict[str, str], defaults: dict,
-                 family: str) -> dict:
-    """A named variant or a custom dict, checked, with defaults filled."""
-    if isinstance(arch, str):
-        name = aliases.get(arch.lower(), arch.lower())
-        if name not in settings:
-            valid = sorted(set(settings) | set(aliases))
-            raise KeyError(f'{family}: unknown arch {arch!r}; valid names: '
-                           f'{valid}, or a dict with keys {REQUIRED_KEYS}')
-        arch = settings[name]
-    missing = [k for k in REQUIRED_KEYS if k not in arch]
-    if missing:
-        raise KeyError(f'{family}: custom arch lacks {missing}')
-    merged = dict(copy.deepcopy(defaults), **copy.deepcopy(dict(arch)))
-    for key in ('depths', 'channels', 'strides', 'ganglion_start',
-                'sr_ratios', 'layer_scale'):
-        if len(merged[key]) != 4:
-            raise ValueError(f'{family}: arch[{key!r}] needs 4 entries (one '
-                             f'per stage), got {merged[key]}')
-    return merged
 
 
 def make_stem(out_dim: int, version: str) -> nn.Sequential:
@@ -135,6 +98,10 @@ class SparXMamba(FourStageBackbone):
             authors' classifier norm; use with a pooling neck and a linear
             head) or None.
         scan_backend: 'auto' or a backend of ``mmsparx.ops``.
+        dmca_scale: the ganglion layers' softmax scale: 'input' (1/sqrt(N_r)
+            of each input, as the authors' classification and segmentation
+            models) or 'learned' (one parameter per ganglion layer, as their
+            detection model and its COCO checkpoints).
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=...)`` (authors' checkpoints: see
             ``tools/convert/sparx_mamba.py``).
@@ -148,8 +115,13 @@ class SparXMamba(FourStageBackbone):
                  frozen_stages: int = -1, norm_eval: bool = False,
                  with_cp: bool = False, drop_path_rate: float = 0.2,
                  out_norm: Optional[str] = 'ln', scan_backend: str = 'auto',
+                 dmca_scale: str = 'input',
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
+        if dmca_scale not in SCALE_MODES:
+            raise ValueError(f'dmca_scale must be one of {SCALE_MODES}, got '
+                             f'{dmca_scale!r}')
+        self.dmca_scale = dmca_scale
         self.arch = resolve_arch(arch, self.arch_settings, ALIASES,
                                  self.arch_defaults, type(self).__name__)
         depths, channels = self.arch['depths'], self.arch['channels']
@@ -185,19 +157,14 @@ class SparXMamba(FourStageBackbone):
 
     def ganglia(self, stage: int) -> List[int]:
         """Ganglion layer indices of ``stage`` under this arch."""
-        explicit = self.arch.get('ganglia')
-        if explicit is not None:
-            return sorted(explicit[stage])
-        return ganglion_indices(self.arch['depths'][stage],
-                                self.arch['strides'][stage],
-                                self.arch['ganglion_start'][stage])
+        return stage_ganglia(self.arch, stage)
 
     def _make_stage(self, i: int, rates: List[float], with_cp: bool,
                     scan_backend: str) -> SparXStage:
         arch = self.arch
         dim = arch['channels'][i]
         plan = connection_plan(arch['depths'][i], self.ganglia(i),
-                               arch['window'], with_stage_input=i > 0)
+                               arch['window'][i], with_stage_input=i > 0)
         blocks = []
         for j, sources in enumerate(plan):
             dmca = None
@@ -206,7 +173,8 @@ class SparXMamba(FourStageBackbone):
                     raise ValueError(f'stage {i + 1} layer {j} is a ganglion '
                                      'layer with nothing connected to it')
                 dmca = DMCA(dim, len(sources), self.mixer_width(dim),
-                            arch['sr_ratios'][i], arch['attn_groups'])
+                            arch['sr_ratios'][i], arch['attn_groups'],
+                            self.dmca_scale)
             mixer = self.make_mixer(i, j, dim, dmca, scan_backend)
             blocks.append(SparXBlock(dim, mixer, arch['mlp_ratio'],
                                      arch['layer_scale'][i], rates[j]))
@@ -224,5 +192,19 @@ class SparXMamba(FourStageBackbone):
                     scan_backend=scan_backend)
 
     def checkpoint_format(self):  # see FourStageBackbone
-        from mmsparx.converters import convert_sparx_mamba, is_official_layout
         return convert_sparx_mamba, is_official_layout
+
+    def may_be_missing(self, key: str) -> bool:
+        """Learned DMCA scales start from their initial value when the file
+        has none (an ImageNet classifier under a detector)."""
+        return super().may_be_missing(key) or (
+            self.dmca_scale == 'learned' and key.endswith('.in_proj.scale'))
+
+    def check_checkpoint(self, state: Dict[str, Tensor]) -> None:
+        scales = [k for k in state if k.endswith('.in_proj.scale')]
+        if scales and self.dmca_scale != 'learned':
+            raise ValueError(
+                f'the checkpoint holds {len(scales)} learned DMCA softmax '
+                f'scales ({scales[0]}, ...), as the authors\' detection '
+                "models do; build the backbone with dmca_scale='learned' to "
+                'use them (ignoring them changes every ganglion layer)')

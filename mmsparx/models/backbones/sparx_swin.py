@@ -19,24 +19,13 @@ here (they put the sizes on the paper's 26 M / 88 M, see README):
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 from torch import Tensor, nn
 
-from .sparx import ARCH_DEFAULTS, SparXMamba
+from mmsparx.archs.sparx import SWIN_ARCH_SETTINGS, SWIN_DEFAULTS
 
-SWIN_ARCH_SETTINGS: Dict[str, dict] = {
-    'tiny': dict(depths=(2, 2, 7, 2), channels=(96, 192, 320, 576),
-                 stem='v1', strides=(1, 1, 2, 1),
-                 ganglion_start=(None, 1, 0, 0), num_heads=(3, 6, 10, 18),
-                 mlp_ratio=3.0),
-    'base': dict(depths=(2, 2, 27, 3), channels=(120, 240, 396, 616),
-                 stem='v2', strides=(1, 1, 3, 2),
-                 ganglion_start=(None, 1, 0, 1), num_heads=(4, 8, 12, 22),
-                 mlp_ratio=3.375),
-}
-SWIN_DEFAULTS = dict(ARCH_DEFAULTS, window_size=7)
-
+from .sparx import SparXMamba
 
 class WindowMixer(nn.Module):
     """Channels-first (shifted) window attention; a ganglion layer's DMCA

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .common import DropPath
 
 ACTIVATIONS = {'GELU': nn.GELU, 'SiLU': nn.SiLU, 'ReLU': nn.ReLU}
-CONV_TYPES = ('F', 'D')  # Table VIII: full / depthwise, chosen per stage
+from mmsparx.archs.spartan import CONV_TYPES
 
 
 def make_act(name: Optional[str]) -> nn.Module:

@@ -1,0 +1,66 @@
+"""SpaRTAN variants as data (Table I, spec 2) and the arch-dict checks: read
+by the backbone (what to build) and the converter (what a file holds)."""
+from __future__ import annotations
+
+import copy
+from typing import Dict, Union
+
+CONV_TYPES = ('F', 'D')  # Table VIII: full / depthwise, chosen per stage
+
+# Table I as data. conv_types: Table VIII's per-stage full ('F') or
+# depthwise ('D') convs; the published models are the hybrid F, F, D, D.
+ARCH_SETTINGS: Dict[str, dict] = {
+    'xt': dict(channels=(32, 64, 96, 192), depths=(3, 3, 10, 2),
+               expand_ratios=(4, 4, 2, 2)),
+    't': dict(channels=(32, 64, 128, 256), depths=(3, 3, 12, 2),
+              expand_ratios=(4, 4, 2, 2)),
+}
+ALIASES = {'xtiny': 'xt', 'x-tiny': 'xt', 'tiny': 't'}
+# The public code: GELU in the stem and the mixers, SiLU in the 2x2
+# downsamples (Table VI ablates both; the paper's text says SiLU for all
+# patch embeddings).
+ARCH_DEFAULTS = dict(conv_types=('F', 'F', 'D', 'D'), stem_act='GELU',
+                     downsample_act='SiLU', block_act='GELU',
+                     layer_scale_init=1e-5)
+REQUIRED_KEYS = ('channels', 'depths', 'expand_ratios')
+PER_STAGE_KEYS = ('channels', 'depths', 'expand_ratios', 'conv_types')
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """A named variant or a custom dict, checked, with defaults filled."""
+    if isinstance(arch, str):
+        name = ALIASES.get(arch.lower(), arch.lower())
+        if name not in ARCH_SETTINGS:
+            valid = sorted(set(ARCH_SETTINGS) | set(ALIASES))
+            raise KeyError(f'SpaRTAN: unknown arch {arch!r}; valid names: '
+                           f'{valid}, or a dict with keys {REQUIRED_KEYS}')
+        arch = ARCH_SETTINGS[name]
+    if not isinstance(arch, dict):
+        raise TypeError(f'SpaRTAN: arch must be a name or a dict, got '
+                        f'{type(arch).__name__}')
+    missing = [k for k in REQUIRED_KEYS if k not in arch]
+    if missing:
+        raise KeyError(f'SpaRTAN: custom arch lacks {missing} (needs '
+                       f'{REQUIRED_KEYS}, optionally {sorted(ARCH_DEFAULTS)})')
+    unknown = sorted(set(arch) - set(REQUIRED_KEYS) - set(ARCH_DEFAULTS))
+    if unknown:
+        raise KeyError(f'SpaRTAN: unknown arch keys {unknown}; known: '
+                       f'{sorted(REQUIRED_KEYS + tuple(ARCH_DEFAULTS))}')
+    merged = dict(copy.deepcopy(ARCH_DEFAULTS), **copy.deepcopy(dict(arch)))
+    for key in PER_STAGE_KEYS:
+        merged[key] = tuple(merged[key])
+        if len(merged[key]) != 4:
+            raise ValueError(f'SpaRTAN: arch[{key!r}] needs 4 entries (one '
+                             f'per stage), got {merged[key]}')
+    bad = [c for c in merged['conv_types'] if c not in CONV_TYPES]
+    if bad:
+        raise ValueError(f"SpaRTAN: conv_types take 'F' (full) or 'D' "
+                         f"(depthwise) per stage, got {merged['conv_types']}"
+                         " (Table VIII's H is ('F', 'F', 'D', 'D'))")
+    odd = [c for c in merged['channels'] if c % 2 or c < 8]
+    if odd:
+        raise ValueError(f'SpaRTAN: channels must be even and >= 8 (SMixer '
+                         f'halves C, its SE quarters that), got {odd}')
+    return merged
+
+
