@@ -9,6 +9,7 @@ from .registry import (available_toolboxes, register_lazy_models,
                        register_model, register_models)
 from .version import __version__
 from .models import LAZY_MODEL_CLASSES, MODEL_CLASSES
+from . import hooks  # noqa: F401  registers the runner hooks
 
 install_mmengine_loader()
 register_models(MODEL_CLASSES)

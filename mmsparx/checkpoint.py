@@ -6,20 +6,40 @@ checkpoint carries; mmengine 0.10.7 predates that, so its resume fails.
 :func:`load_checkpoint_file` allow-lists exactly those types (no arbitrary
 code runs) and :func:`install_mmengine_loader` makes mmengine's runner
 (resume, ``load_from``, ``init_cfg=dict(type='Pretrained')``) use it.
+
+Files that also hold foreign objects (an omegaconf ``DictConfig`` saved next
+to the weights, a whole ``torch.save(model)``) are refused by torch's
+weights-only unpickler. For those the loader falls back to a restricted
+unpickler: the allow-listed globals resolve to the real objects, every other
+class or function becomes an inert :class:`ForeignObject` placeholder that
+records what the pickle asked of it and runs nothing, so the tensors load and
+no code from the file runs.
 """
 from __future__ import annotations
 
+import logging
 import os
 import os.path as osp
 import pickle
+import re
+import struct
+import types
+import zipfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import (Any, Dict, Iterator, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 import torch
 from torch import nn
 
 UNSAFE_ENV = 'MMSPARX_UNSAFE_LOAD'
+# Lists longer than this are cut in ``str(LoadReport)`` and in messages.
+REPORT_LIST_LIMIT = 10
+_NAME_LIMIT = 8
+_ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')
+# Python 2 pickles name these modules the old way.
+_PY2_MODULES = {'__builtin__': 'builtins', 'copy_reg': 'copyreg'}
 
 
 def _statistics_getattr(obj, name: str):
@@ -32,36 +52,442 @@ def _statistics_getattr(obj, name: str):
 
 def _safe_globals() -> list:
     """Types found in ordinary mmengine / timm / torchvision checkpoints."""
-    types: list = [np.ndarray, np.dtype]
+    types_: list = [np.ndarray, np.dtype]
     reconstruct = np.zeros(1).__reduce__()[0]
     scalar = np.float64(0).__reduce__()[0]
     # numpy 1 pickles these as numpy.core.*, numpy 2 as numpy._core.*:
     # accept both names so checkpoints move between the two.
     for func in (reconstruct, scalar):
         for package in ('numpy.core', 'numpy._core'):
-            types.append((func, f'{package}.multiarray.{func.__name__}'))
-    types += [type(np.dtype(t)) for t in (
+            types_.append((func, f'{package}.multiarray.{func.__name__}'))
+    types_ += [type(np.dtype(t)) for t in (
         'float16', 'float32', 'float64', 'int8', 'int16', 'int32', 'int64',
         'uint8', 'bool')]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
-        types.append(HistoryBuffer)
+        types_.append(HistoryBuffer)
         # HistoryBuffer pickles its statistics as getattr(HistoryBuffer,
         # 'mean') etc.; serve that name with a getattr that allows only those.
-        types.append((_statistics_getattr, 'builtins.getattr'))
+        types_.append((_statistics_getattr, 'builtins.getattr'))
     except ImportError:
         pass
     try:
         from mmengine.config import ConfigDict
-        types.append(ConfigDict)
+        types_.append(ConfigDict)
     except ImportError:
         pass
-    return types
+    return types_
+
+
+# --------------------------------------------------------------------------
+# Restricted unpickling of files with foreign objects
+# --------------------------------------------------------------------------
+
+class ForeignObject:
+    """Inert stand-in for an object of a class the safe loader won't import.
+
+    The restricted unpickler gives it whatever the pickle meant for the real
+    class (constructor arguments, ``__setstate__`` state, appended and set
+    items) and it only stores them: no code of the file's classes runs, yet
+    the tensors inside stay reachable (a pickled ``nn.Module`` keeps its
+    ``_parameters`` / ``_buffers`` / ``_modules`` in ``foreign_state``).
+    Each foreign global gets its own subclass, named like the original, whose
+    ``foreign_name`` is the dotted name the file used.
+    """
+    foreign_name = 'ForeignObject'
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> 'ForeignObject':
+        # NEWOBJ calls only __new__, REDUCE calls the class: keep the
+        # arguments here so both paths record them the same way.
+        obj = super().__new__(cls)
+        obj.foreign_args = args
+        obj.foreign_kwargs = kwargs
+        obj.foreign_state = None
+        obj.foreign_items = []
+        obj.foreign_list = []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The arguments were stored by ``__new__``; nothing runs here."""
+
+    def __setstate__(self, state: Any) -> None:
+        # BUILD: keep the state instead of applying it.
+        self.foreign_state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # SETITEM(S) on a dict subclass.
+        self.foreign_items.append((key, value))
+
+    def append(self, item: Any) -> None:
+        """APPEND on a list subclass."""
+        self.foreign_list.append(item)
+
+    def extend(self, items: Any) -> None:
+        """APPENDS on a list subclass."""
+        self.foreign_list.extend(items)
+
+    def add(self, item: Any) -> None:
+        """ADDITEMS on a set subclass."""
+        self.foreign_list.append(item)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> 'ForeignObject':
+        # A REDUCE whose callable is itself a placeholder (a foreign
+        # function's result, a method fetched by getattr): another record.
+        return type(self)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f'<ignored {self.foreign_name}>'
+
+
+def _is_foreign(obj: Any) -> bool:
+    return isinstance(obj, ForeignObject) or (
+        isinstance(obj, type) and issubclass(obj, ForeignObject))
+
+
+class _ForeignRecorder:
+    """One restricted load: its placeholder classes, in order of first use.
+
+    Also serves the few allow-listed names whose real function could be
+    steered into foreign objects, with versions that return placeholders.
+    """
+
+    def __init__(self) -> None:
+        self.classes: Dict[str, type] = {}
+
+    @property
+    def names(self) -> List[str]:
+        return list(self.classes)
+
+    def placeholder(self, module: str, name: str) -> type:
+        full = f'{module}.{name}'
+        cls = self.classes.get(full)
+        if cls is None:
+            # The file's names are only data: they become the placeholder's
+            # name, nothing is imported or looked up.
+            short = re.sub(r'\W', '_', str(name).rpartition('.')[2]) or '_'
+            cls = type(short, (ForeignObject,), {
+                '__module__': str(module), '__qualname__': str(name),
+                'foreign_name': full})
+            self.classes[full] = cls
+        return cls
+
+    def getattr(self, obj: Any, name: str) -> Any:
+        """``builtins.getattr``: HistoryBuffer statistics, else a record."""
+        try:
+            return _statistics_getattr(obj, name)
+        except (pickle.UnpicklingError, ImportError):
+            return self.placeholder('builtins', 'getattr')(obj, name)
+
+    def reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
+        """``copyreg._reconstructor`` (protocol 0/1 objects), never calling
+        ``base``: a foreign class gives its own placeholder."""
+        if _is_foreign(cls) and isinstance(cls, type):
+            return cls() if state is None else cls(state)
+        return self.placeholder('copyreg', '_reconstructor')(cls, base, state)
+
+    def rebuild_from_type(self, func: Any, new_type: Any, args: tuple,
+                          state: Any) -> Any:
+        """``torch._tensor._rebuild_from_type_v2`` for foreign tensor
+        subclasses: keep the plain tensor, drop the subclass (its
+        ``__setstate__`` would be code from the file)."""
+        if _is_foreign(func) or _is_foreign(new_type):
+            return func(*args)
+        return torch._tensor._rebuild_from_type_v2(func, new_type, args,
+                                                   state)
+
+
+def _restricted_globals(recorder: _ForeignRecorder) -> Dict[str, Any]:
+    """Dotted name -> real object for everything the fallback may resolve:
+    torch's own weights-only allow-list (tensor/storage rebuild functions,
+    storage types, dtypes, ``OrderedDict``), globals the user allowed with
+    ``torch.serialization.add_safe_globals``, :func:`_safe_globals` and the
+    builtin containers."""
+    from torch import _weights_only_unpickler as weights_only_unpickler
+    allowed: Dict[str, Any] = dict(
+        weights_only_unpickler._get_allowed_globals())
+    allowed.update(weights_only_unpickler._get_user_allowed_globals())
+    for entry in _safe_globals():
+        if isinstance(entry, tuple):
+            allowed[entry[1]] = entry[0]
+        else:
+            allowed[f'{entry.__module__}.{entry.__qualname__}'] = entry
+    for container in (dict, list, tuple, set, frozenset):
+        allowed[f'builtins.{container.__name__}'] = container
+    allowed['builtins.getattr'] = recorder.getattr
+    allowed['copyreg._reconstructor'] = recorder.reconstructor
+    allowed['torch._tensor._rebuild_from_type_v2'] = (
+        recorder.rebuild_from_type)
+    return allowed
+
+
+def _restricted_pickle_module(recorder: _ForeignRecorder) -> types.ModuleType:
+    """A ``pickle_module`` for :func:`torch.load`.
+
+    torch subclasses ``pickle_module.Unpickler`` (its wrapper maps legacy
+    storage names, then calls our ``find_class``) and sets
+    ``persistent_load`` on the instance, so storages load as usual; only
+    ``find_class`` is restricted, and it never imports anything.
+    """
+    allowed = _restricted_globals(recorder)
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            module = _PY2_MODULES.get(module, module)
+            real = allowed.get(f'{module}.{name}')
+            if real is not None:
+                return real
+            return recorder.placeholder(module, name)
+
+    def load(file, **kwargs: Any) -> Any:
+        return Unpickler(file, **kwargs).load()
+
+    module = types.ModuleType('mmsparx_restricted_pickle')
+    module.Unpickler = Unpickler
+    module.load = load
+    module.UnpicklingError = pickle.UnpicklingError
+    return module
+
+
+def _children(obj: Any) -> Iterator[Any]:
+    if isinstance(obj, Mapping):
+        yield from obj.values()
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        yield from obj
+    elif isinstance(obj, ForeignObject):
+        yield from (obj.foreign_args, obj.foreign_kwargs, obj.foreign_state,
+                    obj.foreign_items, obj.foreign_list)
+
+
+def _holds_tensor(root: Any) -> bool:
+    """Whether any tensor was recovered (inside placeholders too)."""
+    seen = set()
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, torch.Tensor):
+            return True
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        stack.extend(_children(obj))
+    return False
+
+
+def _foreign_module_state(obj: Any) -> Optional[Mapping]:
+    """The ``__dict__`` of a pickled ``nn.Module`` kept by a placeholder."""
+    if not isinstance(obj, ForeignObject):
+        return None
+    state = obj.foreign_state
+    if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+        state = state[0]
+    if isinstance(state, Mapping) and all(
+            isinstance(state.get(k), Mapping)
+            for k in ('_parameters', '_buffers', '_modules')):
+        return state
+    return None
+
+
+def _is_module(obj: Any) -> bool:
+    return isinstance(obj, nn.Module) or _foreign_module_state(obj) is not None
+
+
+def _module_weights(module: Any, prefix: str = '',
+                    ancestors: Optional[set] = None
+                    ) -> Dict[str, torch.Tensor]:
+    """``module.state_dict()`` of a real or placeholder module, without
+    calling any of its methods: parameters, persistent buffers, then the
+    children under dotted names, in ``nn.Module.state_dict`` order.
+    Extra state (``get_extra_state``) and state-dict hooks are code, so a
+    placeholder module's dict leaves them out."""
+    if isinstance(module, nn.Module):
+        return dict(module.state_dict(prefix=prefix))
+    state = _foreign_module_state(module)
+    if state is None:
+        return {}
+    ancestors = set() if ancestors is None else ancestors
+    if id(module) in ancestors:  # a cycle in a crafted file
+        return {}
+    ancestors.add(id(module))
+    weights: Dict[str, torch.Tensor] = {}
+    transient = state.get('_non_persistent_buffers_set')
+    transient = transient if isinstance(transient, (set, frozenset)) else ()
+    for name, value in state['_parameters'].items():
+        if isinstance(value, torch.Tensor):
+            weights[f'{prefix}{name}'] = value.detach()
+    for name, value in state['_buffers'].items():
+        if isinstance(value, torch.Tensor) and name not in transient:
+            weights[f'{prefix}{name}'] = value.detach()
+    for name, child in state['_modules'].items():
+        if child is not None:
+            weights.update(_module_weights(child, f'{prefix}{name}.',
+                                           ancestors))
+    ancestors.discard(id(module))
+    return weights
+
+
+def _plain(text: str) -> str:
+    """Error text without the ANSI colour codes torch puts in it."""
+    return _ANSI_ESCAPE.sub('', text)
+
+
+def _refused_global(err: BaseException) -> Optional[str]:
+    text = _plain(str(err))
+    for pattern in (r'GLOBAL (\S+) was not an allowed global',
+                    r'GLOBAL (\S+) whose module \S+ is blocked'):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1)
+    return None
+
+
+def _name_list(names: Sequence[str], limit: int = _NAME_LIMIT) -> str:
+    text = ', '.join(names[:limit])
+    if len(names) > limit:
+        text += f' and {len(names) - limit} more'
+    return text
+
+
+def _unsafe_fix() -> str:
+    return (f'If you trust the file, set {UNSAFE_ENV}=1 (or pass '
+            f'weights_only=False) to load it anyway; that imports and runs '
+            f'the code of those classes, so their packages must be '
+            f'installed.')
+
+
+def _is_unreadable(err: BaseException) -> bool:
+    """A damaged or non-torch file, as opposed to a refused object."""
+    return isinstance(err, (EOFError, pickle.UnpicklingError)) or (
+        isinstance(err, RuntimeError) and 'PytorchStreamReader' in str(err))
+
+
+def _unreadable(filename: str, err: BaseException) -> RuntimeError:
+    if osp.getsize(filename) == 0:
+        why = 'the file is empty'
+    else:
+        why = _plain(str(err)) or type(err).__name__
+    return RuntimeError(
+        f'checkpoint {filename!r} could not be read ({why}); it is not a '
+        f'torch checkpoint or it is truncated.')
+
+
+def _weights_only_forced() -> bool:
+    # torch then refuses any pickle_module: respect the user's choice.
+    return os.environ.get('TORCH_FORCE_WEIGHTS_ONLY_LOAD', '0').lower() in (
+        '1', 'y', 'yes', 'true')
+
+
+def _is_torchscript(filename: str) -> bool:
+    # torch.load hands such an archive to torch.jit.load whatever the
+    # pickle_module; the weights-only pass refuses it before we get here,
+    # this keeps the fallback safe on its own.
+    if not zipfile.is_zipfile(filename):
+        return False
+    with zipfile.ZipFile(filename) as archive:
+        return any(name.split('/', 1)[-1] == 'constants.pkl'
+                   for name in archive.namelist())
+
+
+def _load_foreign(filename: str, map_location,
+                  refused: Optional[str]) -> Tuple[Any, List[str]]:
+    """The restricted fallback; raises with the refused names when the file
+    cannot be used without running code."""
+    if _is_torchscript(filename):
+        raise RuntimeError(
+            f'checkpoint {filename!r} is a TorchScript archive: load it '
+            f'with torch.jit.load if you trust it.')
+    recorder = _ForeignRecorder()
+    try:
+        checkpoint = torch.load(filename, map_location=map_location,
+                                weights_only=False,
+                                pickle_module=_restricted_pickle_module(
+                                    recorder))
+    except Exception as err:  # noqa: BLE001  any failure: refuse, say why
+        names = recorder.names or ([refused] if refused else [])
+        if _is_unreadable(err):
+            raise _unreadable(filename, err) from err
+        raise RuntimeError(
+            f'checkpoint {filename!r} holds objects that safe loading '
+            f'refuses ({_name_list(names)}) and its tensors could not be '
+            f'recovered without running their code ({type(err).__name__}: '
+            f'{_plain(str(err)).splitlines()[0] if str(err) else ""}). '
+            f'{_unsafe_fix()}') from err
+    names = recorder.names
+    if names and not _holds_tensor(checkpoint):
+        raise RuntimeError(
+            f'checkpoint {filename!r} holds objects that safe loading '
+            f'refuses ({_name_list(names)}) and no tensors besides them. '
+            f'{_unsafe_fix()}')
+    return checkpoint, names
+
+
+def _load_trusted(filename: str, map_location) -> Any:
+    try:
+        return torch.load(filename, map_location=map_location,
+                          weights_only=False)
+    except (ImportError, AttributeError) as err:
+        raise RuntimeError(
+            f'checkpoint {filename!r} was loaded as trusted ({UNSAFE_ENV}=1 '
+            f'or weights_only=False) but needs code that is not installed '
+            f'({err}). Install it, or load without {UNSAFE_ENV} to keep the '
+            f'tensors and skip those objects.') from err
+
+
+def load_checkpoint_with_ignored(
+        filename: str, map_location='cpu',
+        weights_only: Optional[bool] = None) -> Tuple[Any, List[str]]:
+    """Load a checkpoint file without executing code from it; also return
+    the dotted names of the foreign classes/functions that were ignored.
+
+    Files torch's weights-only unpickler accepts (with :func:`_safe_globals`)
+    load exactly as torch loads them. A file it refuses is read again by a
+    restricted unpickler: foreign objects become :class:`ForeignObject`
+    placeholders, their names are returned and logged (warning) and the
+    tensors are kept. See :func:`load_checkpoint_file` for the arguments.
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename!r} does not exist.')
+    if weights_only is None:
+        weights_only = os.environ.get(UNSAFE_ENV, '0') != '1'
+    if not weights_only:
+        return _load_trusted(filename, map_location), []
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(filename, map_location=map_location,
+                              weights_only=True), []
+    except pickle.UnpicklingError as err:
+        refused = _refused_global(err)
+        if _weights_only_forced():
+            raise RuntimeError(
+                f'checkpoint {filename!r} holds objects that safe loading '
+                f'refuses ({refused or _plain(str(err)).splitlines()[0]}) '
+                f'and TORCH_FORCE_WEIGHTS_ONLY_LOAD forbids reading them as '
+                f'placeholders. {_unsafe_fix()}') from err
+    except (RuntimeError, EOFError, IndexError, ValueError, KeyError,
+            struct.error) as err:
+        # torch's weights-only unpickler meets a damaged pickle with any of
+        # these (a cut legacy file: IndexError), not only UnpicklingError.
+        raise _unreadable(filename, err) from err
+    checkpoint, ignored = _load_foreign(filename, map_location, refused)
+    if ignored:
+        from mmengine.logging import print_log
+        plural = 'class/function' if len(ignored) == 1 else 'classes/functions'
+        print_log(
+            f'checkpoint {filename!r}: ignored the objects of '
+            f'{len(ignored)} foreign {plural} ({_name_list(ignored)}): '
+            f'their tensors were kept, no code ran. Set {UNSAFE_ENV}=1 only '
+            f'for a trusted file whose objects you need.', logger='current',
+            level=logging.WARNING)
+    return checkpoint, ignored
 
 
 def load_checkpoint_file(filename: str, map_location='cpu',
-                         weights_only: Optional[bool] = None) -> dict:
+                         weights_only: Optional[bool] = None) -> Any:
     """Load a checkpoint file without executing code from it.
+
+    Foreign objects in the file (a saved omegaconf config, a whole pickled
+    ``nn.Module``) come back as inert :class:`ForeignObject` placeholders;
+    :func:`load_checkpoint_with_ignored` also returns their names.
 
     Args:
         filename: path of a ``.pth`` / ``.pt`` file.
@@ -71,42 +497,50 @@ def load_checkpoint_file(filename: str, map_location='cpu',
 
     Raises:
         FileNotFoundError: no such file.
-        RuntimeError: the file holds objects outside the safe list; the
-            message names them and how to load a trusted file anyway.
+        RuntimeError: the file is unreadable, or holds objects outside the
+            safe list and no tensors could be recovered without running
+            code; the message names them and how to load a trusted file.
     """
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint {filename!r} does not exist.')
-    if weights_only is None:
-        weights_only = os.environ.get(UNSAFE_ENV, '0') != '1'
-    if not weights_only:
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(filename, map_location=map_location,
-                              weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise RuntimeError(
-            f'checkpoint {filename!r} holds objects that safe loading '
-            f'refuses ({str(err).splitlines()[0]}). If you trust the file, '
-            f'set {UNSAFE_ENV}=1 (or pass weights_only=False) to load it '
-            f'anyway.') from err
-    except (RuntimeError, EOFError) as err:
-        raise RuntimeError(
-            f'checkpoint {filename!r} could not be read ({err}); it is not a '
-            f'torch checkpoint or it is truncated.') from err
+    return load_checkpoint_with_ignored(filename, map_location,
+                                        weights_only)[0]
 
 
-def state_dict_of(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
-    """The tensors of a checkpoint saved as a state dict or wrapped in one of
-    the usual keys (``state_dict`` by mmengine, ``model`` by timm-style code).
+def _describe(obj: Any) -> str:
+    if isinstance(obj, ForeignObject):
+        return f'ignored foreign object {obj.foreign_name}'
+    return f'{type(obj).__module__}.{type(obj).__qualname__}'
+
+
+def state_dict_of(checkpoint: Any) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint saved as a state dict, wrapped in one of
+    the usual keys (``state_dict`` by mmengine, ``model`` by timm-style code)
+    or saved as a whole module (``torch.save(model)``, loaded trusted or as
+    placeholders).
+
+    Raises:
+        TypeError: the checkpoint is none of these.
     """
+    if _is_module(checkpoint):
+        return _module_weights(checkpoint)
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(
+            f'the checkpoint is a {_describe(checkpoint)}, not a state dict, '
+            f'a dict holding one under state_dict/model/model_state/module, '
+            f'or a pickled nn.Module; there are no weights to load from it.')
     for key in ('state_dict', 'model', 'model_state', 'module'):
         inner = checkpoint.get(key)
+        if _is_module(inner):
+            return _module_weights(inner)
         if isinstance(inner, Mapping):
             return dict(inner)
     return dict(checkpoint)
+
+
+def _capped(items: Sequence[str], limit: Optional[int], note: str) -> str:
+    if limit is None or len(items) <= limit:
+        return ', '.join(items)
+    return (', '.join(items[:limit])
+            + f' ... and {len(items) - limit} more{note}')
 
 
 @dataclass
@@ -124,21 +558,41 @@ class LoadReport:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
-    def __str__(self) -> str:
+    def _lists(self) -> List[Tuple[str, List[str]]]:
+        """(title, entries) of every non-empty list but ``loaded``."""
+        lists = [
+            (f'missing in checkpoint ({len(self.missing)})', self.missing),
+            (f'unexpected in checkpoint ({len(self.unexpected)})',
+             self.unexpected),
+            (f'shape mismatch, checkpoint vs model ({len(self.mismatched)})',
+             [f'{k} {tuple(a)} vs {tuple(b)}'
+              for k, a, b in self.mismatched]),
+            (f'not used ({len(self.unused)})', self.unused)]
+        return [(title, entries) for title, entries in lists if entries]
+
+    def summary(self, limit: Optional[int] = REPORT_LIST_LIMIT,
+                note: str = '') -> str:
+        """One line; each list cut after ``limit`` entries (``None``: all)
+        with ``note`` after the count of the rest, since a whole model's
+        key list makes an unreadable 40,000-character message."""
         lines = [f'loaded {len(self.loaded)} keys']
-        if self.missing:
-            lines.append(f'missing in checkpoint ({len(self.missing)}): '
-                         + ', '.join(self.missing))
-        if self.unexpected:
-            lines.append(f'unexpected in checkpoint ({len(self.unexpected)}): '
-                         + ', '.join(self.unexpected))
-        if self.mismatched:
-            lines.append('shape mismatch (checkpoint vs model): ' + ', '.join(
-                f'{k} {tuple(a)} vs {tuple(b)}' for k, a, b in self.mismatched))
-        if self.unused:
-            lines.append(f'not used ({len(self.unused)}): '
-                         + ', '.join(self.unused))
+        lines += [f'{title}: {_capped(entries, limit, note)}'
+                  for title, entries in self._lists()]
         return '; '.join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _log_full_lists(report: LoadReport, name: str, logger, level: int) -> bool:
+    """Log every list the summary cut; whether there was one."""
+    from mmengine.logging import print_log
+    cut = [(title, entries) for title, entries in report._lists()
+           if len(entries) > REPORT_LIST_LIMIT]
+    for title, entries in cut:
+        print_log(f'{name}: {title}: {", ".join(entries)}', logger=logger,
+                  level=level)
+    return bool(cut)
 
 
 def load_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
@@ -147,7 +601,8 @@ def load_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
 
     Keys with a wrong shape are skipped (not a crash halfway through the
     copy). With ``strict=True`` any missing, unexpected or mismatched key
-    raises before anything is copied.
+    raises before anything is copied. With a ``logger`` the report is logged
+    and so are the full key lists its summary cuts.
     """
     own = module.state_dict()
     report = LoadReport()
@@ -161,20 +616,31 @@ def load_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
         else:
             usable[key] = value
     report.missing = [k for k in own if k not in state_dict]
+    name = type(module).__name__
     if strict and not report.ok:
-        raise RuntimeError(
-            f'strict load into {type(module).__name__} failed: {report}')
+        note = ' (pass logger= to log the full list)'
+        if logger is not None and _log_full_lists(report, name, logger,
+                                                  logging.ERROR):
+            note = ' (full list in the log)'
+        raise RuntimeError(f'strict load into {name} failed: '
+                           f'{report.summary(note=note)}')
     module.load_state_dict(usable, strict=False)
     report.loaded = sorted(usable)
     if logger is not None:
         from mmengine.logging import print_log
-        print_log(f'{type(module).__name__}: {report}', logger=logger,
-                  level=20 if report.ok else 30)
+        level = logging.INFO if report.ok else logging.WARNING
+        print_log(f'{name}: {report.summary(note=" (full list in the log)")}',
+                  logger=logger, level=level)
+        _log_full_lists(report, name, logger, level)
     return report
 
 
 def _mmengine_local_loader(filename: str, map_location=None) -> dict:
-    return load_checkpoint_file(filename, map_location=map_location)
+    checkpoint = load_checkpoint_file(filename, map_location=map_location)
+    if _is_module(checkpoint):
+        # mmengine wants a dict: a torch.save(model) file gives its weights.
+        return {'state_dict': state_dict_of(checkpoint)}
+    return checkpoint
 
 
 def install_mmengine_loader() -> None:

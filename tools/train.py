@@ -29,6 +29,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def resume_point(work_dir: str) -> str:
+    """The checkpoint ``--resume`` continues from; an error that says why
+    when there is none (mmengine would silently start from scratch)."""
+    last = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(last):
+        raise FileNotFoundError(
+            f'--resume: nothing to resume in {work_dir} (no '
+            'last_checkpoint: no checkpoint was completed there). Run '
+            'without --resume to start training, or give the checkpoint: '
+            '--resume PATH.')
+    with open(last) as f:
+        path = f.read().strip()
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'--resume: {last} names {path}, which does not exist (moved '
+            'or deleted?). Give the checkpoint to resume: --resume PATH.')
+    return path
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.launcher,
@@ -49,8 +68,11 @@ def main(argv=None) -> None:
                              'config.')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        cfg.resume, cfg.load_from = True, resume_point(cfg.work_dir)
     elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume {args.resume}: no such '
+                                    'checkpoint file.')
         cfg.resume, cfg.load_from = True, args.resume
     changes = prepare_device(cfg)
     runner = build_runner(cfg, args.config, changes)

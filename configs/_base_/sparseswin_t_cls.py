@@ -34,5 +34,9 @@ test_evaluator = val_evaluator
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1,
+# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# checkpoint, so an interrupted run resumes bit-exactly; a stop with the
+# iteration named at the first non-finite input or loss.
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=1,
                                      max_keep_ckpts=3, save_best='auto'))
+custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteCheckHook')]

@@ -1,13 +1,147 @@
-"""Pretrained weights into an mmsparx backbone, whatever their layout."""
+"""Pretrained weights into an mmsparx backbone, whatever their layout.
+
+A file that cannot fit is refused before anything is copied, in one
+paragraph that names what the file holds (:mod:`.detect`) and the setting
+that loads it; the full key lists go to the log only.
+"""
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Optional
+import os.path as osp
+import pickle
+from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from torch import Tensor, nn
 
-from mmsparx.checkpoint import (LoadReport, load_checkpoint_file,
+from mmsparx.checkpoint import (UNSAFE_ENV, LoadReport, load_checkpoint_file,
                                 load_state_dict, state_dict_of)
+
+from .detect import (CheckpointError, CheckpointInfo, describe_model,
+                     detect_checkpoint, family_mismatch, model_family,
+                     same_model, tensors_of, unknown_model, variant_mismatch)
+
+# What a damaged or foreign file makes torch.load raise.
+_READ_ERRORS = (RuntimeError, EOFError, KeyError, ValueError,
+                pickle.UnpicklingError)
+
+
+def read_state_dict(filename: str) -> Dict[str, Tensor]:
+    """The tensors of a checkpoint file (its ``state_dict`` / ``model``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated, not a torch checkpoint,
+            holds objects safe loading refuses, or holds no tensors.
+    """
+    try:
+        checkpoint = load_checkpoint_file(filename)
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as err:
+        raise CheckpointError(_read_failure(filename, err)) from err
+    try:  # a state dict, one under the usual keys, or a pickled module
+        state = tensors_of(state_dict_of(checkpoint))
+    except TypeError as err:
+        raise CheckpointError(
+            f'checkpoint {filename} holds a {type(checkpoint).__name__}, not '
+            'a state dict: save model.state_dict() (or a dict holding it '
+            "under 'state_dict' / 'model').") from err
+    if not state:
+        raise CheckpointError(
+            f'checkpoint {filename} holds no tensors (top-level keys: '
+            f'{_first(list(checkpoint))}): give a model checkpoint.')
+    return state
+
+
+def _read_failure(filename: str, err: Exception) -> str:
+    """A short reason for an unreadable file; the safe-loading refusal
+    keeps its own message, which names the way to load a trusted file."""
+    if UNSAFE_ENV in str(err):
+        return str(err)
+    cause = err.__cause__ or err
+    first = str(cause).split('. ')[0].splitlines()[0] if str(cause) else ''
+    reason = f'{type(cause).__name__}: {first}' if first else \
+        type(cause).__name__
+    return (f'checkpoint {filename} could not be read ({reason[:120]}): it '
+            'is truncated (an interrupted download or save?) or not a torch '
+            'checkpoint; download or save it again.')
+
+
+def _first(items: List[str], count: int = 3) -> str:
+    """'a, b, c, ...': the first few of a long list."""
+    more = ', ...' if len(items) > count else ''
+    return ', '.join(str(i) for i in items[:count]) + more
+
+
+def fit_problems(module: nn.Module, state: Mapping[str, Tensor],
+                 may_be_missing: Callable[[str], bool] = lambda k: False
+                 ) -> LoadReport:
+    """What would go wrong loading ``state`` into ``module``, found without
+    copying anything: missing keys (other than ``may_be_missing``),
+    unexpected keys, keys of another shape."""
+    own = module.state_dict()
+    return LoadReport(
+        missing=[k for k in own if k not in state and not may_be_missing(k)],
+        unexpected=[k for k in state if k not in own],
+        mismatched=[(k, tuple(v.shape), tuple(own[k].shape))
+                    for k, v in state.items()
+                    if k in own and tuple(v.shape) != tuple(own[k].shape)])
+
+
+def summarize(report: LoadReport) -> str:
+    """'3 keys missing (a, b, c, ...), 2 with a shape mismatch (file vs
+    model: k (1, 2) vs (3, 4), ...)': a report in one short line."""
+    parts = []
+    if report.missing:
+        parts.append(f'{len(report.missing)} keys missing '
+                     f'({_first(report.missing)})')
+    if report.mismatched:
+        shapes = [f'{k} {a} vs {b}' for k, a, b in report.mismatched]
+        parts.append(f'{len(shapes)} with a shape mismatch (file vs model: '
+                     f'{_first(shapes, 1)})')
+    if report.unexpected:
+        parts.append(f'{len(report.unexpected)} unexpected '
+                     f'({_first(report.unexpected, 2)})')
+    return ', '.join(parts) or 'nothing wrong'
+
+
+def split_prefix(state: Dict[str, Tensor], prefix: str
+                 ) -> Tuple[Dict[str, Tensor], List[str]]:
+    """(the keys under ``prefix``, without it; the other keys) when any key
+    has the prefix (a full model), else (all keys, []) (a bare backbone).
+    """
+    if not any(k.startswith(prefix) for k in state):
+        return state, []
+    unused = sorted(k for k in state if not k.startswith(prefix))
+    return {k[len(prefix):]: v for k, v in state.items()
+            if k.startswith(prefix)}, unused
+
+
+def check_family(filename: str, info: CheckpointInfo,
+                 backbone: nn.Module) -> None:
+    """Refuse a file of another known family by name (before converting:
+    a converter would fail on the first key it has no rule for)."""
+    mine = model_family(backbone)
+    if info.family is not None and mine is not None and info.family != mine:
+        raise CheckpointError(family_mismatch(filename, info, backbone))
+
+
+def misfit(filename: str, info: CheckpointInfo, backbone: nn.Module,
+           problems: LoadReport) -> str:
+    """One paragraph on why a file of the right family does not fit."""
+    model = describe_model(backbone)
+    if info.family is not None and info.arch is not None and \
+            model.arch is not None and not same_model(
+                info.family, info.arch, model.arch):
+        return variant_mismatch(filename, info, backbone)
+    name = type(backbone).__name__
+    if info.family is None:
+        return (f'checkpoint {filename} does not fit {name}: '
+                f'{unknown_model(info)}; give a {name} checkpoint. Found '
+                f'{summarize(problems)}; the key lists are in the log.')
+    return (f'checkpoint {filename} does not fit {name}: '
+            f'{summarize(problems)}. Check the variant (arch) matches the '
+            'checkpoint; the key lists are in the log.')
 
 
 def load_backbone(backbone: nn.Module, filename: str,
@@ -21,34 +155,90 @@ def load_backbone(backbone: nn.Module, filename: str,
     full classifier/detector checkpoint) or, if there are none, all keys
     (a bare backbone) are used; the others (a classifier's head, a
     detector's neck) are reported as unused. Keys the backbone says may be
-    missing (``may_be_missing``: output norms, ...) are fine; any other
-    missing or mismatched key raises, and so does what the backbone's
-    ``check_checkpoint`` refuses, so a wrong checkpoint never loads half-way
-    silently.
+    missing (``may_be_missing``: output norms, ...) are fine. A file of
+    another family or variant, any other missing or mismatched key, and
+    what the backbone's ``check_checkpoint`` refuses raise
+    :class:`CheckpointError` before anything is copied, so a wrong
+    checkpoint never loads half-way silently.
     """
-    state = state_dict_of(load_checkpoint_file(filename))
+    from mmengine.logging import print_log
+    state = read_state_dict(filename)
+    info = detect_checkpoint(state)
+    check_family(filename, info, backbone)
     if convert is not None and is_official is not None and is_official(state):
         state = convert(state)
-    unused = []
-    if any(k.startswith(prefix) for k in state):
-        unused = sorted(k for k in state if not k.startswith(prefix))
-        state = {k[len(prefix):]: v for k, v in state.items()
-                 if k.startswith(prefix)}
+    state, unused = split_prefix(state, prefix)
+    may_be_missing = getattr(backbone, 'may_be_missing',
+                             lambda key: key.startswith('out_norms.'))
+    problems = fit_problems(backbone, state, may_be_missing)
+    if problems.missing or problems.mismatched:
+        print_log(f'{type(backbone).__name__}: {filename} does not fit: '
+                  f'{problems.summary(limit=None)}', logger=logger,
+                  level=logging.WARNING)
+        raise CheckpointError(misfit(filename, info, backbone, problems))
     check = getattr(backbone, 'check_checkpoint', None)
     if check is not None:
         check(state)
-    may_be_missing = getattr(backbone, 'may_be_missing',
-                             lambda key: key.startswith('out_norms.'))
     report = load_state_dict(backbone, state, strict=False, logger=logger)
     if unused:
-        from mmengine.logging import print_log
         print_log(f'{type(backbone).__name__}: {len(unused)} keys of '
                   f'{filename} outside {prefix!r} not used by the backbone: '
                   + ', '.join(unused), logger=logger, level=logging.INFO)
-    body_missing = [k for k in report.missing if not may_be_missing(k)]
-    if body_missing or report.mismatched:
-        raise RuntimeError(
-            f'{filename} does not fit {type(backbone).__name__}: {report}. '
-            'Check the variant (arch) matches the checkpoint.')
     report.unused = unused
     return report
+
+
+# -- for the converter tools ------------------------------------------------
+def check_paths(src: str, dst: str) -> None:
+    """Refuse, before any work, what would make a conversion fail late or
+    destroy its input."""
+    if osp.abspath(src) == osp.abspath(dst):
+        raise CheckpointError('refusing to overwrite the input checkpoint '
+                              f'{src}; give another output path')
+    if not osp.isfile(osp.expanduser(src)):
+        raise CheckpointError(f'checkpoint {src} does not exist (or is not '
+                              'a file): give the path of the file to '
+                              'convert.')
+    folder = osp.dirname(osp.abspath(osp.expanduser(dst)))
+    if osp.isdir(dst) or not osp.isdir(folder):
+        raise CheckpointError(f'cannot write {dst}: give a file path in an '
+                              'existing folder.')
+
+
+def load_strictly(model: nn.Module, state: Mapping[str, Tensor],
+                  src: str) -> None:
+    """The converters' final check: every key of ``model`` filled, nothing
+    left over, shapes equal; else one paragraph (key lists to the log)."""
+    problems = fit_problems(model, state)
+    if not problems.ok:
+        from mmengine.logging import print_log
+        print_log(f'strict load into {type(model).__name__} failed: '
+                  f'{problems.summary(limit=None)}', logger='current',
+                  level=logging.WARNING)
+        raise CheckpointError(
+            f'the keys converted from {src} do not fit the '
+            f'{type(model).__name__} built from its shapes: '
+            f'{summarize(problems)}. The file is probably truncated or '
+            'edited; the key lists are in the log.')
+    load_state_dict(model, state, strict=True)
+
+
+# Errors a converter tool reports in one paragraph instead of a traceback:
+# unreadable, missing, wrong or unwritable files. Anything else is a bug.
+CLI_ERRORS = (CheckpointError, OSError)
+
+
+def exit_with(prog: str, err: BaseException) -> NoReturn:
+    """Print ``err`` as one paragraph on stderr and exit with status 1."""
+    import sys
+    message = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f'{prog}: error: {message}', file=sys.stderr)
+    sys.exit(1)
+
+
+def conversion_failed(src: str, err: Exception) -> CheckpointError:
+    """A converter's "no rule for key" / "not a ... state dict" (a file of
+    the right layout that is truncated or edited) as one paragraph."""
+    reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return CheckpointError(f'{src} could not be converted: {reason}. Is the '
+                           'file complete (not truncated or edited)?')

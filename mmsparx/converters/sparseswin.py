@@ -21,12 +21,17 @@ same rules for ``features.0..5``; its stage 4, norm and head are unused.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from .detect import (CheckpointError, CheckpointInfo, describe_model,
+                     detect_checkpoint, detect_family, family_mismatch,
+                     same_model, unknown_model)
 
 # (authors' block part, mmsparx block part)
 _BLOCK_PARTS: List[Tuple[str, str]] = [
@@ -106,7 +111,9 @@ def _swin_key(index: int, rest: str, value: Tensor
 
 def convert_sparseswin(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """The authors' state dict -> an mmsparx ``ImageClassifier`` state dict
-    (``backbone.*`` for :class:`SparseSwin`, ``head.fc.*``)."""
+    (``backbone.*`` for :class:`SparseSwin`, ``head.fc.*``). Another
+    family's file raises :class:`CheckpointError` naming that family."""
+    check_family(state_dict)
     out: Dict[str, Tensor] = {}
     for key, value in _strip_module(state_dict).items():
         new = _official_key(key, value)
@@ -215,25 +222,65 @@ def _strip_module(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return dict(state_dict)
 
 
+ACCEPTED = ('SparseSwin loads its own files, the authors\' (swin_model.*, '
+            'step4.*), torchvision\'s Swin-T (features.*) and mmpretrain/'
+            'mmdet Swin-T (patch_embed.projection.*, stages.*.attn.w_msa.*)')
+
+
 def detect_layout(state_dict: Dict[str, Tensor]) -> str:
     """'authors', 'torchvision' (Swin-T), 'mmsparx' (SparseSwin) or 'swin'
-    (mmpretrain / mmdet Swin); anything else raises."""
-    keys = list(_strip_module(state_dict))
-    if any(k.startswith(('swin_model.', 'step4.')) for k in keys):
-        return 'authors'
-    if any(re.match(r'^features\.\d+\.', k) for k in keys):
-        return 'torchvision'
-    if any(re.match(r'^(backbone\.)?sparta\.', k) for k in keys):
-        return 'mmsparx'
-    if any(re.match(r'^(backbone\.)?(patch_embed|stages)\.', k)
-           for k in keys):
-        return 'swin'
-    sample = ', '.join(keys[:5])
-    raise ValueError(
-        f'not a SparseSwin or Swin checkpoint (keys start {sample} ...). '
-        'SparseSwin loads its own files, the authors\' (swin_model.*, '
-        'step4.*), torchvision\'s Swin-T (features.*) and mmpretrain/mmdet '
-        'Swin-T (patch_embed.*, stages.*).')
+    (mmpretrain / mmdet Swin); anything else (SparX's and SpaRTAN's
+    ``stages.*`` included) raises."""
+    family, layout = detect_family(state_dict)
+    if family in ('SparseSwin', 'Swin'):
+        return layout
+    keys = ', '.join(list(_strip_module(state_dict))[:5])
+    holds = f'it holds a {family} model; ' if family else ''
+    raise ValueError(f'not a SparseSwin or Swin checkpoint ({holds}keys '
+                     f'start {keys} ...). {ACCEPTED}.')
+
+
+def check_family(state_dict: Dict[str, Tensor]) -> None:
+    """Refuse another family's file by name, before any key is renamed."""
+    if detect_family(state_dict)[0] in (None, 'SparseSwin'):
+        return
+    info = detect_checkpoint(state_dict)
+    raise CheckpointError(
+        f'the state dict holds a {info.label} model ({info.layout} layout), '
+        f'not SparseSwin: the SparseSwin converter cannot read it; use '
+        f'{info.config()}.')
+
+
+def official_view(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The authors' keys of an mmsparx SparseSwin file (bare backbone or
+    full model; dense-only modules left out), for :func:`infer_arch`."""
+    state = _strip_module(state_dict)
+    if not any(k.startswith('backbone.') for k in state):
+        state = {'backbone.' + k: v for k, v in state.items()}
+    out = {}
+    for key, value in state.items():
+        new = _mmsparx_to_official(key, value)
+        if new is not None:
+            out[new[0]] = new[1]
+    return out
+
+
+def arch_name(arch: dict) -> Optional[str]:
+    """'tiny' when ``arch`` (read off a file: the SparTa heads there are
+    the public 16, or a backbone's resolved arch) is the public setting."""
+    from mmsparx.models.backbones.sparseswin import (ARCH_DEFAULTS,
+                                                     ARCH_SETTINGS)
+    for name, setting in ARCH_SETTINGS.items():
+        full = dict(ARCH_DEFAULTS, **setting)
+        if all(k in full and _as_tuple(full[k]) == _as_tuple(v)
+               for k, v in arch.items()):
+            return name
+    return None
+
+
+def _as_tuple(value):
+    """Per-stage lists compare as tuples; anything else as it is."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _swin_unused(key: str) -> bool:
@@ -264,10 +311,13 @@ def load_sparseswin(backbone: nn.Module, filename: str,
     """
     from mmengine.logging import print_log
 
-    from mmsparx.checkpoint import (LoadReport, load_checkpoint_file,
-                                    load_state_dict, state_dict_of)
-    state = _strip_module(state_dict_of(load_checkpoint_file(filename)))
-    layout = detect_layout(state)
+    from mmsparx.checkpoint import LoadReport, load_state_dict
+
+    from .loading import read_state_dict
+    state = _strip_module(read_state_dict(filename))
+    info = detect_checkpoint(state)
+    check_model_family(filename, info, backbone)
+    layout = info.layout
     unused: List[str] = []
     if layout == 'authors':
         state = convert_sparseswin(state)
@@ -294,11 +344,8 @@ def load_sparseswin(backbone: nn.Module, filename: str,
                     for k, v in state.items()
                     if k in own and v.shape != own[k].shape])
     if not problems.ok:  # checked before anything is copied
-        raise RuntimeError(
-            f'{filename} ({layout} layout) does not fit '
-            f'{type(backbone).__name__}: {problems}. Check that arch and '
-            f'img_size (the spatial-to-token map is (tokens, H*W) of the '
-            f'stride-16 grid) match the checkpoint.')
+        raise CheckpointError(misfit_message(filename, info, backbone,
+                                             problems, logger))
     report = load_state_dict(backbone, state, strict=False, logger=None)
     kept = report.missing
     print_log(
@@ -307,6 +354,50 @@ def load_sparseswin(backbone: nn.Module, filename: str,
         f'{_summary(kept)}; unused from the file: {_summary(unused)}',
         logger=logger)
     return report
+
+
+def check_model_family(filename: str, info: CheckpointInfo,
+                       backbone: nn.Module) -> None:
+    """Refuse a file of another family (SparX, SpaRTAN) or of none, by name.
+    """
+    if info.family in ('SparseSwin', 'Swin'):
+        return
+    if info.family is not None:
+        raise CheckpointError(family_mismatch(filename, info, backbone))
+    raise CheckpointError(
+        f'checkpoint {filename} is not a SparseSwin or Swin checkpoint: '
+        f'{unknown_model(info)}. {ACCEPTED}.')
+
+
+def misfit_message(filename: str, info: CheckpointInfo, backbone: nn.Module,
+                   problems, logger) -> str:
+    """One paragraph for a SparseSwin file that does not fit the backbone's
+    arch / img_size; the key lists go to the log."""
+    from mmengine.logging import print_log
+
+    from .loading import summarize
+    name = type(backbone).__name__
+    print_log(f'{name}: {filename} does not fit: {problems}', logger=logger,
+              level=logging.WARNING)
+    return (f'checkpoint {filename} ({info.layout} layout) does not fit '
+            f'{name}: {summarize(problems)}. Check that arch and img_size '
+            f'match the checkpoint{_variant_hint(info, backbone)} (the '
+            f'spatial-to-token map is (tokens, H*W) of the stride-16 grid); '
+            f'the key lists are in the log.')
+
+
+def _variant_hint(info: CheckpointInfo, backbone: nn.Module) -> str:
+    """': it is a SparseSwin-T checkpoint ...' when the file tells."""
+    if info.arch is None:
+        return ''
+    img = tuple(info.kwargs.get('img_size', (224, 224)))
+    mine = tuple(getattr(backbone, 'img_size', img))
+    if same_model('SparseSwin', info.arch, backbone.arch) and img == mine:
+        return ''
+    return (f': it is a {info.label} checkpoint for {img[0]}x{img[1]} '
+            f'inputs, the model a {describe_model(backbone).label} for '
+            f'{mine[0]}x{mine[1]}; use {info.arch_setting()}, img_size='
+            f'{img[0] if img[0] == img[1] else img}')
 
 
 def _summary(keys: List[str]) -> str:
@@ -321,10 +412,11 @@ def _summary(keys: List[str]) -> str:
 
 
 def infer_arch(state_dict: Dict[str, Tensor], sparta_heads: int = 16
-               ) -> Tuple[dict, Tuple[int, int], int]:
-    """(arch dict, img_size, num_classes) of an authors' state dict. The
-    SparTa head count leaves no trace in the weights: pass it (16 in the
-    public setting)."""
+               ) -> Tuple[dict, Tuple[int, int], Optional[int]]:
+    """(arch dict, img_size, num_classes) of an authors' state dict
+    (num_classes None without ``fc_out``, e.g. a backbone read by
+    :func:`official_view`). The SparTa head count leaves no trace in the
+    weights: pass it (16 in the public setting)."""
     state = _strip_module(state_dict)
     depths, heads = [], []
     for index in (1, 3, 5):
@@ -352,4 +444,5 @@ def infer_arch(state_dict: Dict[str, Tensor], sparta_heads: int = 16
         mlp_ratio=state['step4.mlp.0.fc1.weight'].shape[0] / token_dims,
         qkv_bias='step4.mha.0.qkv.bias' in state)
     img = side * arch['patch_size'] * 4
-    return arch, (img, img), state['fc_out.weight'].shape[0]
+    head = state.get('fc_out.weight')
+    return arch, (img, img), None if head is None else head.shape[0]

@@ -23,14 +23,28 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from torch import Tensor
 
+from .detect import (CheckpointError, detect_checkpoint, detect_family,
+                     is_layout)
+
 _BLOCK_PARTS = r'(smixer|cmixer|norm_1|norm_2|scale_1|scale_2)'
-_LAYOUT = re.compile(rf'^(backbone\.)?(conv\.[01]\.(conv|norm)\.|layers\.\d+'
-                     rf'\.({_BLOCK_PARTS}|conv\.|norm\.))')
 
 
 def is_spartan_layout(state_dict: Mapping[str, Tensor]) -> bool:
-    """True for the authors' key names (with or without ``backbone.``)."""
-    return any(_LAYOUT.match(k) for k in state_dict)
+    """True for the authors' key names (with or without ``backbone.``):
+    ``conv.{0,1}``, ``layers.{k}.scale_1`` ...; SparX-Mamba's authors'
+    ``layers.{i}.blocks.{j}`` are not."""
+    return is_layout(state_dict, 'SpaRTAN', 'authors')
+
+
+def check_family(state_dict: Mapping[str, Tensor]) -> None:
+    """Refuse another family's file by name, before any key is renamed."""
+    if detect_family(state_dict)[0] in (None, 'SpaRTAN'):
+        return
+    info = detect_checkpoint(state_dict)
+    raise CheckpointError(
+        f'the state dict holds a {info.label} model ({info.layout} layout), '
+        f'not SpaRTAN: the SpaRTAN converter cannot read it; use '
+        f'{info.config()}.')
 
 
 def unwrap(checkpoint: Mapping) -> Dict[str, Tensor]:
@@ -103,9 +117,11 @@ def convert_spartan(checkpoint: Mapping) -> Dict[str, Tensor]:
 
     Backbone keys go under ``backbone.``, ``linear.*`` becomes
     ``head.fc.*``; keys of a detector outside its backbone (``neck.*``,
-    ``decoder.*`` ...) are kept as they are.
+    ``decoder.*`` ...) are kept as they are. Another family's file raises
+    :class:`CheckpointError` naming that family.
     """
     state = unwrap(checkpoint)
+    check_family(state)
     bare = [k[len('backbone.'):] if k.startswith('backbone.') else k
             for k in state]
     plan = layer_plan(bare)
@@ -156,10 +172,18 @@ def infer_arch(checkpoint: Mapping) -> dict:
 
 
 def arch_name(arch: dict) -> Optional[str]:
-    """'xt' / 't' when ``arch`` is one of Table I's variants, else None."""
+    """'xt' / 't' when ``arch`` (read off a file, or a backbone's resolved
+    arch with its activations and layer scale) is one of Table I's
+    variants, else None."""
     from mmsparx.archs.spartan import ARCH_DEFAULTS, ARCH_SETTINGS
     for name, setting in ARCH_SETTINGS.items():
         full = dict(ARCH_DEFAULTS, **setting)
-        if all(tuple(full[k]) == tuple(arch[k]) for k in arch):
+        if all(k in full and _as_tuple(full[k]) == _as_tuple(v)
+               for k, v in arch.items()):
             return name
     return None
+
+
+def _as_tuple(value):
+    """Per-stage lists compare as tuples; anything else as it is."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value

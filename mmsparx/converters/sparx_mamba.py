@@ -16,6 +16,9 @@ from mmsparx.archs.sparx import ARCH_DEFAULTS, ARCH_SETTINGS, layer_signature
 from mmsparx.archs.sparx_connections import (connection_plan,
                                              ganglion_indices)
 
+from .detect import (CheckpointError, detect_checkpoint, detect_family,
+                     is_layout)
+
 # (pattern on an authors' backbone key, replacement), first match wins.
 _GANGLION = r'(d_norm|d_proj|q|k|v)'
 RULES: List[Tuple[str, str]] = [
@@ -41,9 +44,21 @@ def _downsample(match: re.Match) -> str:
 
 
 def is_official_layout(state_dict: Dict[str, Tensor]) -> bool:
-    """True for the authors' key names (with or without ``backbone.``)."""
-    return any(re.match(r'^(backbone\.)?(patch_embed|layers)\.', k)
-               for k in state_dict)
+    """True for the authors' key names (with or without ``backbone.``):
+    ``patch_embed.{i}``, ``layers.{i}.blocks.{j}`` / ``.downsample``, not
+    any ``layers.*`` (SpaRTAN's authors use ``layers.{k}.scale_1``)."""
+    return is_layout(state_dict, 'SparX-Mamba', 'authors')
+
+
+def check_family(state_dict: Dict[str, Tensor]) -> None:
+    """Refuse another family's file by name, before any key is renamed."""
+    if detect_family(state_dict)[0] in (None, 'SparX-Mamba'):
+        return  # (checked first: reading a SparX arch converts the file)
+    info = detect_checkpoint(state_dict)
+    raise CheckpointError(
+        f'the state dict holds a {info.label} model ({info.layout} layout), '
+        f'not SparX-Mamba: the SparX-Mamba converter cannot read it; use '
+        f'{info.config()}.')
 
 
 def convert_backbone_key(key: str) -> str:
@@ -63,8 +78,10 @@ def convert_sparx_mamba(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
     ``classifier.3.*`` becomes ``head.fc.*``; every other authors' key goes
     under ``backbone.``; keys of a detector/segmentor outside its backbone
-    (``neck.*``, ``decode_head.*``, ...) are kept as they are.
+    (``neck.*``, ``decode_head.*``, ...) are kept as they are. Another
+    family's file raises :class:`CheckpointError` naming that family.
     """
+    check_family(state_dict)
     out: Dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith('classifier.3.'):

@@ -22,6 +22,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 
+from mmsparx.cli import json_stdout  # noqa: E402
 from mmsparx.models.variants import build_classifier, model_names  # noqa
 
 
@@ -77,9 +78,10 @@ def main(argv=None) -> None:
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    rows = [measure(n, args.batch, args.input, device, args.amp,
-                    args.warmup, args.runs)
-            for n in [args.name] + args.compare]
+    with json_stdout(args.json):  # logs to stderr: stdout is the JSON
+        rows = [measure(n, args.batch, args.input, device, args.amp,
+                        args.warmup, args.runs)
+                for n in [args.name] + args.compare]
     if args.json:
         print(json.dumps(rows))
         return

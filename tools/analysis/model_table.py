@@ -20,6 +20,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 
+from mmsparx.cli import json_stdout  # noqa: E402
 from mmsparx.models.variants import (VARIANTS, build_classifier,  # noqa
                                      model_names)
 
@@ -70,8 +71,9 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f'unknown variant(s) {unknown}; known: '
                      f'{model_names()}')
-    rows = [count(n, *args.input, args.with_attention, args.train_mode)
-            for n in args.names]
+    with json_stdout(args.json):  # logs to stderr: stdout is the JSON
+        rows = [count(n, *args.input, args.with_attention, args.train_mode)
+                for n in args.names]
     if args.json:
         print(json.dumps(rows))
         return

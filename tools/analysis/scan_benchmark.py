@@ -16,6 +16,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 
+from mmsparx.cli import json_stdout  # noqa: E402
 from mmsparx.ops import available_backends, selective_scan  # noqa: E402
 
 
@@ -55,9 +56,10 @@ def main(argv=None) -> None:
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    rows = [dict(backend=name, seconds=time_backend(name, args, device),
-                 device=str(device))
-            for name in available_backends(device)]
+    with json_stdout(args.json):  # logs to stderr: stdout is the JSON
+        rows = [dict(backend=name, seconds=time_backend(name, args, device),
+                     device=str(device))
+                for name in available_backends(device)]
     reference = next(r['seconds'] for r in rows
                      if r['backend'] == 'reference')
     for row in rows:

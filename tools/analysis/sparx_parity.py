@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmsparx.archs.sparx import arch_from_authors  # noqa: E402
+from mmsparx.cli import json_stdout  # noqa: E402
 from mmsparx.checkpoint import load_state_dict  # noqa: E402
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,  # noqa
                                             infer_arch)
@@ -102,9 +103,10 @@ def main(argv=None) -> None:
     paths = sorted(glob.glob(osp.join(args.fixtures, '*.pt')))
     if not paths:
         parser.error(f'no fixtures (*.pt) in {args.fixtures}')
-    rows = [dict(fixture=osp.basename(p)[:-3], backend=b,
-                 max_abs_diff=run(p, b, args.device))
-            for p in paths for b in available_backends(args.device)]
+    with json_stdout(args.json):  # logs to stderr: stdout is the JSON
+        rows = [dict(fixture=osp.basename(p)[:-3], backend=b,
+                     max_abs_diff=run(p, b, args.device))
+                for p in paths for b in available_backends(args.device)]
     if args.json:
         print(json.dumps(rows))
         return

@@ -10,21 +10,28 @@ whose arch, input size and class count are read from the file (the SparTa
 head count leaves no trace in the weights: ``--sparta-heads``, 16 in the
 public setting). The output is written only after the check passes, and
 never over the input. The backbones also load the authors' file as it is
-through ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+through ``init_cfg=dict(type='Pretrained', checkpoint=...)``. A missing,
+truncated or wrong file (another family, an mmsparx or Swin file) is
+reported in one paragraph with the fix (exit status 1).
 """
 import argparse
 import os.path as osp
 import sys
+from typing import Any, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 import torch  # noqa: E402
 
-from mmsparx.checkpoint import (load_checkpoint_file, load_state_dict,  # noqa
-                                state_dict_of)
+from mmsparx.converters.detect import (CheckpointError,  # noqa: E402
+                                       detect_checkpoint, not_convertible)
+from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
+                                        check_paths, conversion_failed,
+                                        exit_with, load_strictly,
+                                        read_state_dict)
 from mmsparx.converters.sparseswin import (convert_sparseswin,  # noqa: E402
-                                           detect_layout, infer_arch)
+                                           infer_arch)
 
 
 def build_model(arch: dict, img_size, num_classes: int):
@@ -41,23 +48,40 @@ def build_model(arch: dict, img_size, num_classes: int):
                       in_channels=arch['token_dims'])))
 
 
+def read_authors_file(src: str) -> dict:
+    """The authors' state dict in ``src``; anything else is refused with
+    what the file is and what to do with it."""
+    state = read_state_dict(src)
+    info = detect_checkpoint(state)
+    if (info.family, info.layout) != ('SparseSwin', 'authors'):
+        raise CheckpointError(not_convertible(src, info, 'SparseSwin'))
+    return state
+
+
+def convert_state(state: dict, src: str, sparta_heads: int
+                  ) -> Tuple[dict, dict, Any, int]:
+    """(converted keys, arch, img_size, num_classes) of an authors' state
+    dict; a truncated or edited one is refused in one paragraph."""
+    try:
+        arch, img_size, num_classes = infer_arch(state, sparta_heads)
+        converted = convert_sparseswin(state)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError) as err:
+        raise conversion_failed(src, err) from err
+    if num_classes is None:
+        raise CheckpointError(f'{src} has no fc_out.* (the authors\' head): '
+                              'it is truncated or not their classifier.')
+    return converted, arch, img_size, num_classes
+
+
 def convert_file(src: str, dst: str, sparta_heads: int = 16) -> dict:
     """Convert ``src`` into ``dst``; return a summary."""
-    if osp.abspath(src) == osp.abspath(dst):
-        raise ValueError('refusing to overwrite the input checkpoint; give '
-                         'another output path')
-    state = state_dict_of(load_checkpoint_file(src))
-    layout = detect_layout(state)
-    if layout != 'authors':
-        raise ValueError(
-            f'{src} is not in the authors\' SparseSwin layout (no '
-            f'swin_model.* / step4.* keys; it looks like the {layout} '
-            f'layout). Nothing to convert: the SparseSwin backbones load '
-            f'it through init_cfg as it is.')
-    arch, img_size, num_classes = infer_arch(state, sparta_heads)
-    converted = convert_sparseswin(state)
+    check_paths(src, dst)
+    converted, arch, img_size, num_classes = convert_state(
+        read_authors_file(src), src, sparta_heads)
     model = build_model(arch, img_size, num_classes)
-    load_state_dict(model, converted, strict=True)
+    load_strictly(model, converted, src)
     torch.save({'state_dict': converted,
                 'meta': {'converted_from': osp.basename(src), 'arch': arch,
                          'img_size': img_size,
@@ -68,6 +92,8 @@ def convert_file(src: str, dst: str, sparta_heads: int = 16) -> dict:
 
 
 def main(argv=None) -> None:
+    """Convert; a bad input exits with status 1 and one paragraph on
+    stderr (a traceback only for a bug)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('src', help="authors' state dict")
     parser.add_argument('dst', help='output path (.pth)')
@@ -75,7 +101,10 @@ def main(argv=None) -> None:
                         help='heads of the SparTa layers (16 in the '
                         'authors\' public setting)')
     args = parser.parse_args(argv)
-    summary = convert_file(args.src, args.dst, args.sparta_heads)
+    try:
+        summary = convert_file(args.src, args.dst, args.sparta_heads)
+    except CLI_ERRORS as err:
+        exit_with(parser.prog, err)
     arch = summary['arch']
     print(f'converted SparseSwin ({arch["num_tokens"]} tokens x '
           f'{arch["token_dims"]}, {arch["sparta_depth"]} SparTa layers, '

@@ -10,19 +10,26 @@ same layers, e.g. the public SpaRTAN-S, as an ``arch`` dict that is
 printed for your config). Files
 without the ``linear`` head keep their other keys and get the backbone
 renamed (strict load of the backbone). The output is written only after
-the check passes, and never over the input.
+the check passes, and never over the input. A missing, truncated or wrong
+file (another family, an mmsparx file) is reported in one paragraph with
+the fix (exit status 1).
 """
 import argparse
 import os.path as osp
 import sys
+from typing import Any, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 import torch  # noqa: E402
 
-from mmsparx.checkpoint import (load_checkpoint_file, load_state_dict,  # noqa
-                                state_dict_of)
+from mmsparx.converters.detect import (CheckpointError,  # noqa: E402
+                                       detect_checkpoint, not_convertible)
+from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
+                                        check_paths, conversion_failed,
+                                        exit_with, load_strictly,
+                                        read_state_dict)
 from mmsparx.converters.spartan import (arch_name, convert_spartan,  # noqa
                                         infer_arch, is_spartan_layout)
 
@@ -43,30 +50,44 @@ def build_classifier(arch, num_classes: int, in_channels: int):
                       in_channels=in_channels)))
 
 
+def read_authors_file(src: str) -> dict:
+    """The authors' state dict in ``src``; anything else is refused with
+    what the file is and what to do with it."""
+    state = read_state_dict(src)
+    if not is_spartan_layout(state):
+        raise CheckpointError(not_convertible(src, detect_checkpoint(state),
+                                              'SpaRTAN'))
+    return state
+
+
+def convert_state(state: dict, src: str) -> Tuple[dict, dict, Any]:
+    """(converted keys, arch dict, variant name or None) of an authors'
+    state dict; a truncated or edited one is refused in one paragraph."""
+    try:
+        converted = convert_spartan(state)
+        arch = infer_arch(state)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError) as err:
+        raise conversion_failed(src, err) from err
+    return converted, arch, arch_name(arch)
+
+
 def convert_file(src: str, dst: str) -> dict:
     """Convert ``src`` into ``dst``; return a summary."""
-    if osp.abspath(src) == osp.abspath(dst):
-        raise ValueError('refusing to overwrite the input checkpoint; give '
-                         'another output path')
-    state = state_dict_of(load_checkpoint_file(src))
-    if not is_spartan_layout(state):
-        raise ValueError(f'{src} is not in the authors\' SpaRTAN layout (no '
-                         'conv.0.* / layers.{k}.smixer.* keys); nothing to '
-                         'convert. mmsparx files load as they are.')
-    converted = convert_spartan(state)
-    arch = infer_arch(state)
-    name = arch_name(arch)
+    check_paths(src, dst)
+    converted, arch, name = convert_state(read_authors_file(src), src)
     if 'head.fc.weight' in converted:
         model = build_classifier(name or arch,
                                  converted['head.fc.weight'].shape[0],
                                  arch['channels'][3])
-        load_state_dict(model, converted, strict=True)
+        load_strictly(model, converted, src)
     else:
         from mmsparx.models.backbones import SpaRTAN
         dense = {k[len('backbone.'):]: v for k, v in converted.items()
                  if k.startswith('backbone.')}
-        load_state_dict(SpaRTAN(name or arch, out_indices=(3, ),
-                                out_norm=None), dense, strict=True)
+        load_strictly(SpaRTAN(name or arch, out_indices=(3, ),
+                              out_norm=None), dense, src)
     torch.save({'state_dict': converted,
                 'meta': {'converted_from': osp.basename(src),
                          'arch': name or arch}}, dst)
@@ -74,12 +95,17 @@ def convert_file(src: str, dst: str) -> dict:
 
 
 def main(argv=None) -> None:
+    """Convert; a bad input exits with status 1 and one paragraph on
+    stderr (a traceback only for a bug)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('src', help="authors' checkpoint")
     parser.add_argument('dst', help='output path (.pth)')
     args = parser.parse_args(argv)
-    summary = convert_file(args.src, args.dst)
+    try:
+        summary = convert_file(args.src, args.dst)
+    except CLI_ERRORS as err:
+        exit_with(parser.prog, err)
     arch = summary['arch']
     label = f'SpaRTAN-{arch.upper()}' if isinstance(arch, str) else \
         f'SpaRTAN with arch={arch}'

@@ -9,37 +9,58 @@ segmentation files keep their necks and heads, the backbone renamed
 (checked by a strict load of the backbone, the detection models' learned
 DMCA scales included). The output is written only after the check passes,
 and never over the input; the backbone arguments it needs are printed and
-stored in its ``meta``.
+stored in its ``meta``. A missing, truncated or wrong file (another family,
+an mmsparx file) is reported in one paragraph with the fix (exit status 1).
 """
 import argparse
 import os.path as osp
 import sys
+from typing import Any, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 import torch  # noqa: E402
 
-from mmsparx.checkpoint import (load_checkpoint_file, load_state_dict,  # noqa
-                                state_dict_of)
+from mmsparx.converters.detect import (CheckpointError,  # noqa: E402
+                                       detect_checkpoint, not_convertible)
+from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
+                                        check_paths, conversion_failed,
+                                        exit_with, load_strictly,
+                                        read_state_dict)
 from mmsparx.converters.sparx_mamba import (arch_name,  # noqa: E402
                                             convert_sparx_mamba, infer_arch,
                                             is_official_layout)
 
 
+def read_authors_file(src: str) -> dict:
+    """The authors' state dict in ``src``; anything else is refused with
+    what the file is and what to do with it."""
+    state = read_state_dict(src)
+    if not is_official_layout(state):
+        raise CheckpointError(not_convertible(src, detect_checkpoint(state),
+                                              'SparX-Mamba'))
+    return state
+
+
+def convert_state(state: dict, src: str) -> Tuple[dict, Any, dict]:
+    """(converted keys, arch name or dict, backbone kwargs) of an authors'
+    state dict; a truncated or edited one is refused in one paragraph."""
+    try:
+        converted = convert_sparx_mamba(state)
+        arch, kwargs = infer_arch(state)
+    except CheckpointError:
+        raise
+    except (KeyError, ValueError) as err:
+        raise conversion_failed(src, err) from err
+    return converted, arch_name(arch) or arch, kwargs
+
+
 def convert_file(src: str, dst: str) -> dict:
     """Convert ``src`` into ``dst``; return a summary (arch name or dict,
     backbone kwargs, key count)."""
-    if osp.abspath(src) == osp.abspath(dst):
-        raise ValueError('refusing to overwrite the input checkpoint; give '
-                         'another output path')
-    state = state_dict_of(load_checkpoint_file(src))
-    if not is_official_layout(state):
-        raise ValueError(f'{src} is not in the authors\' SparX-Mamba layout '
-                         '(no patch_embed.* / layers.* keys); nothing to do')
-    converted = convert_sparx_mamba(state)
-    arch, kwargs = infer_arch(state)
-    arch = arch_name(arch) or arch
+    check_paths(src, dst)
+    converted, arch, kwargs = convert_state(read_authors_file(src), src)
     backbone = dict(type='SparXMamba', arch=arch,
                     dmca_scale=kwargs['dmca_scale'])
     if 'head.fc.weight' in converted:
@@ -48,7 +69,7 @@ def convert_file(src: str, dst: str) -> dict:
             dict(backbone, out_indices=(3, ), out_norm='gn'),
             converted['head.fc.weight'].shape[1],
             converted['head.fc.weight'].shape[0])
-        load_state_dict(model, converted, strict=True)
+        load_strictly(model, converted, src)
     else:
         from mmsparx.models.backbones import SparXMamba
         dense = {k[len('backbone.'):]: v for k, v in converted.items()
@@ -57,7 +78,7 @@ def convert_file(src: str, dst: str) -> dict:
         model = SparXMamba(arch, out_indices=kwargs['out_indices'],
                            out_norm='ln' if has_norms else None,
                            dmca_scale=kwargs['dmca_scale'])
-        load_state_dict(model, dense, strict=True)
+        load_strictly(model, dense, src)
     torch.save({'state_dict': converted,
                 'meta': {'converted_from': osp.basename(src),
                          'arch': arch, 'dmca_scale': kwargs['dmca_scale']}},
@@ -67,11 +88,16 @@ def convert_file(src: str, dst: str) -> dict:
 
 
 def main(argv=None) -> None:
+    """Convert; a bad input exits with status 1 and one paragraph on
+    stderr (a traceback only for a bug)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('src', help="authors' checkpoint")
     parser.add_argument('dst', help='output path (.pth)')
     args = parser.parse_args(argv)
-    summary = convert_file(args.src, args.dst)
+    try:
+        summary = convert_file(args.src, args.dst)
+    except CLI_ERRORS as err:
+        exit_with(parser.prog, err)
     name = (f'SparX-Mamba-{summary["arch"]}' if isinstance(
         summary['arch'], str) else f'SparX-Mamba arch={summary["arch"]}')
     print(f'converted {name} ({summary["keys"]} keys, strict load passed) '

@@ -1,0 +1,142 @@
+"""Nothing lost on a kill: a Mask R-CNN + SparX-Mamba-T run (drop path,
+random flips, a shuffling sampler, validation every epoch) killed after a
+checkpoint, or while writing one, resumes to the same losses and weights as
+the uninterrupted run, bit for bit; ``--resume`` with nothing to resume
+says so."""
+import os
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+
+from conftest import ROOT, coco_options, load_test_config
+from mmsparx.cli import build_runner, prepare_device
+from mmsparx.hooks import safe_checkpoint
+from tools.train import resume_point
+
+CONFIG = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_sparx_t_fpn_shapes.py')
+EPOCHS = 3  # 2 iterations each (4 images, batch 2)
+
+
+class Record(Hook):
+    """Every loss term of every iteration, as exact floats."""
+
+    def __init__(self):
+        self.losses = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.losses[runner.iter] = {k: v.item() for k, v in outputs.items()}
+
+
+class KillAt(Hook):
+    """A kill (Ctrl-C) just before iteration ``at``."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at:
+            raise KeyboardInterrupt(f'killed before iteration {self.at}')
+
+
+def run(coco_root, work_dir, hooks=(), resume=False):
+    options = dict(coco_options(coco_root), **{
+        'train_cfg.max_epochs': EPOCHS, 'train_cfg.val_interval': 1,
+        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.checkpoint.max_keep_ckpts': 1,
+        'randomness': dict(seed=0, deterministic=True)})
+    cfg = load_test_config(CONFIG, options, work_dir)
+    if resume:
+        cfg.resume, cfg.load_from = True, resume_point(str(work_dir))
+    runner = build_runner(cfg, CONFIG, prepare_device(cfg))
+    record = Record()
+    for hook in (record, *hooks):
+        runner.register_hook(hook)
+    runner.train()
+    return record.losses, runner.model.state_dict()
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(coco_root, tmp_path_factory):
+    return run(coco_root, tmp_path_factory.mktemp('straight'))
+
+
+def assert_same_run(resumed, reference, first_resumed_iter):
+    losses, weights = resumed
+    ref_losses, ref_weights = reference
+    assert sorted(losses) == list(range(first_resumed_iter, 2 * EPOCHS))
+    for it, terms in losses.items():
+        assert terms == ref_losses[it], f'iteration {it}'
+    assert weights.keys() == ref_weights.keys()
+    for key in weights:
+        assert torch.equal(weights[key], ref_weights[key]), key
+
+
+def test_config_carries_the_hooks(coco_root, tmp_path):
+    cfg = load_test_config(CONFIG, coco_options(coco_root), tmp_path)
+    assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
+    assert dict(type='RandomStateHook') in cfg.custom_hooks
+
+
+def test_killed_after_a_checkpoint_resumes_bit_exactly(
+        coco_root, tmp_path, uninterrupted):
+    with pytest.raises(KeyboardInterrupt):
+        run(coco_root, tmp_path, [KillAt(3)])
+    assert resume_point(str(tmp_path)).endswith('epoch_1.pth')
+    assert_same_run(run(coco_root, tmp_path, resume=True), uninterrupted, 2)
+
+
+def test_killed_while_writing_a_checkpoint_loses_nothing(
+        coco_root, tmp_path, uninterrupted, monkeypatch):
+    real_replace = os.replace
+
+    def killed_at_epoch_2(src, dst):
+        if str(dst).endswith('epoch_2.pth'):
+            raise KeyboardInterrupt('killed while writing epoch_2.pth')
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(safe_checkpoint.os, 'replace', killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        run(coco_root, tmp_path)
+    monkeypatch.setattr(safe_checkpoint.os, 'replace', real_replace)
+    # The half-written file is gone, the older checkpoint kept (although
+    # max_keep_ckpts is 1) and still named by last_checkpoint.
+    names = sorted(os.listdir(tmp_path))
+    assert 'epoch_2.pth' not in names and 'epoch_2.pth.part' not in names
+    assert resume_point(str(tmp_path)).endswith('epoch_1.pth')
+    # A SIGKILL leaves its part file behind: resume never reads it.
+    with open(tmp_path / 'epoch_2.pth.part', 'wb') as f:
+        f.write(b'half a checkpoint')
+    assert_same_run(run(coco_root, tmp_path, resume=True), uninterrupted, 2)
+    assert not any(n.endswith('.part') for n in os.listdir(tmp_path))
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith('.pth')) \
+        == [f'epoch_{EPOCHS}.pth']
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nothing to resume'):
+        resume_point(str(tmp_path))
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'gone.pth'))
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        resume_point(str(tmp_path))
+    from tools.train import main
+    with pytest.raises(FileNotFoundError, match='no such checkpoint'):
+        main([CONFIG, '--work-dir', str(tmp_path), '--resume',
+              str(tmp_path / 'missing.pth')])
+
+
+def test_atomic_write_leaves_no_part_file_when_interrupted(tmp_path,
+                                                           monkeypatch):
+    target = tmp_path / 'ckpt.pth'
+    safe_checkpoint.write_atomically(b'old', str(target))
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safe_checkpoint.os, 'fsync', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        safe_checkpoint.write_atomically(b'new and longer', str(target))
+    assert target.read_bytes() == b'old'
+    assert os.listdir(tmp_path) == ['ckpt.pth']
