@@ -1,8 +1,10 @@
 """Nothing lost on a kill: a Mask R-CNN + SparX-Mamba-T run (drop path,
 random flips, a shuffling sampler, validation every epoch) killed after a
 checkpoint, or while writing one, resumes to the same losses and weights as
-the uninterrupted run, bit for bit; ``--resume`` with nothing to resume
-says so."""
+the uninterrupted run, bit for bit; so does an iteration-based UperNet run
+(random crops, flips, photometric noise, dropout, an infinite shuffling
+sampler), whose loop replays the data it had seen; ``--resume`` with
+nothing to resume says so."""
 import os
 import os.path as osp
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from conftest import ROOT, coco_options, load_test_config
+from conftest import DEMO_SEG, ROOT, coco_options, load_test_config
 from mmsparx.cli import build_runner, prepare_device
 from mmsparx.hooks import safe_checkpoint
 from tools.train import resume_point
@@ -113,6 +115,38 @@ def test_killed_while_writing_a_checkpoint_loses_nothing(
     assert not any(n.endswith('.part') for n in os.listdir(tmp_path))
     assert sorted(n for n in os.listdir(tmp_path) if n.endswith('.pth')) \
         == [f'epoch_{EPOCHS}.pth']
+
+
+def run_upernet(ade_root, work_dir, hooks=(), resume=False):
+    options = {
+        'train_dataloader.dataset.data_root': ade_root,
+        'val_dataloader.dataset.data_root': ade_root,
+        'test_dataloader.dataset.data_root': ade_root,
+        'train_cfg.max_iters': 6, 'train_cfg.val_interval': 2,
+        'default_hooks.checkpoint.interval': 2,
+        'randomness': dict(seed=0, deterministic=True)}
+    cfg = load_test_config(DEMO_SEG, options, work_dir)
+    if resume:
+        cfg.resume, cfg.load_from = True, resume_point(str(work_dir))
+    runner = build_runner(cfg, DEMO_SEG, prepare_device(cfg))
+    record = Record()
+    for hook in (record, *hooks):
+        runner.register_hook(hook)
+    runner.train()
+    return record.losses, runner.model.state_dict()
+
+
+def test_iteration_based_run_resumes_bit_exactly(ade_root, tmp_path):
+    reference = run_upernet(ade_root, tmp_path / 'straight')
+    with pytest.raises(KeyboardInterrupt):
+        run_upernet(ade_root, tmp_path / 'killed', [KillAt(5)])
+    assert resume_point(str(tmp_path / 'killed')).endswith('iter_4.pth')
+    losses, weights = run_upernet(ade_root, tmp_path / 'killed', resume=True)
+    assert sorted(losses) == [4, 5]
+    for it, terms in losses.items():
+        assert terms == reference[0][it], f'iteration {it}'
+    for key in weights:
+        assert torch.equal(weights[key], reference[1][key]), key
 
 
 def test_resume_with_nothing_to_resume_says_so(tmp_path):

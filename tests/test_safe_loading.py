@@ -22,10 +22,10 @@ from mmengine.model import BaseModule
 from torch import nn
 
 import mmsparx.checkpoint as checkpoint_module
-from mmsparx.checkpoint import (ForeignObject, LoadReport,
-                                load_checkpoint_file,
+from mmsparx.checkpoint import (LoadReport, load_checkpoint_file,
                                 load_checkpoint_with_ignored, load_state_dict,
                                 state_dict_of)
+from mmsparx.restricted_unpickle import ForeignObject
 
 
 class Tripwire:
