@@ -43,16 +43,14 @@ class KillAt(Hook):
             raise KeyboardInterrupt(f'killed before iteration {self.at}')
 
 
-def run(coco_root, work_dir, hooks=(), resume=False):
-    options = dict(coco_options(coco_root), **{
-        'train_cfg.max_epochs': EPOCHS, 'train_cfg.val_interval': 1,
-        'default_hooks.checkpoint.interval': 1,
-        'default_hooks.checkpoint.max_keep_ckpts': 1,
-        'randomness': dict(seed=0, deterministic=True)})
-    cfg = load_test_config(CONFIG, options, work_dir)
+def train(config: str, options: dict, work_dir, hooks=(), resume=False):
+    """Train ``config`` (seeded, deterministic); the recorded losses and the
+    final weights."""
+    options = dict(options, randomness=dict(seed=0, deterministic=True))
+    cfg = load_test_config(config, options, work_dir)
     if resume:
         cfg.resume, cfg.load_from = True, resume_point(str(work_dir))
-    runner = build_runner(cfg, CONFIG, prepare_device(cfg))
+    runner = build_runner(cfg, config, prepare_device(cfg))
     record = Record()
     for hook in (record, *hooks):
         runner.register_hook(hook)
@@ -60,15 +58,26 @@ def run(coco_root, work_dir, hooks=(), resume=False):
     return record.losses, runner.model.state_dict()
 
 
+def run(coco_root, work_dir, hooks=(), resume=False):
+    """Mask R-CNN + SparX-Mamba-T, validated and saved every epoch, one
+    checkpoint kept."""
+    return train(CONFIG, dict(coco_options(coco_root), **{
+        'train_cfg.max_epochs': EPOCHS, 'train_cfg.val_interval': 1,
+        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.checkpoint.max_keep_ckpts': 1}), work_dir, hooks,
+        resume)
+
+
 @pytest.fixture(scope='module')
 def uninterrupted(coco_root, tmp_path_factory):
     return run(coco_root, tmp_path_factory.mktemp('straight'))
 
 
-def assert_same_run(resumed, reference, first_resumed_iter):
+def assert_same_run(resumed, reference, first_resumed_iter,
+                    iters=2 * EPOCHS):
     losses, weights = resumed
     ref_losses, ref_weights = reference
-    assert sorted(losses) == list(range(first_resumed_iter, 2 * EPOCHS))
+    assert sorted(losses) == list(range(first_resumed_iter, iters))
     for it, terms in losses.items():
         assert terms == ref_losses[it], f'iteration {it}'
     assert weights.keys() == ref_weights.keys()
@@ -118,22 +127,13 @@ def test_killed_while_writing_a_checkpoint_loses_nothing(
 
 
 def run_upernet(ade_root, work_dir, hooks=(), resume=False):
-    options = {
+    """The UperNet demo, 6 iterations, validated and saved every 2."""
+    return train(DEMO_SEG, {
         'train_dataloader.dataset.data_root': ade_root,
         'val_dataloader.dataset.data_root': ade_root,
         'test_dataloader.dataset.data_root': ade_root,
         'train_cfg.max_iters': 6, 'train_cfg.val_interval': 2,
-        'default_hooks.checkpoint.interval': 2,
-        'randomness': dict(seed=0, deterministic=True)}
-    cfg = load_test_config(DEMO_SEG, options, work_dir)
-    if resume:
-        cfg.resume, cfg.load_from = True, resume_point(str(work_dir))
-    runner = build_runner(cfg, DEMO_SEG, prepare_device(cfg))
-    record = Record()
-    for hook in (record, *hooks):
-        runner.register_hook(hook)
-    runner.train()
-    return record.losses, runner.model.state_dict()
+        'default_hooks.checkpoint.interval': 2}, work_dir, hooks, resume)
 
 
 def test_iteration_based_run_resumes_bit_exactly(ade_root, tmp_path):
@@ -141,12 +141,8 @@ def test_iteration_based_run_resumes_bit_exactly(ade_root, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_upernet(ade_root, tmp_path / 'killed', [KillAt(5)])
     assert resume_point(str(tmp_path / 'killed')).endswith('iter_4.pth')
-    losses, weights = run_upernet(ade_root, tmp_path / 'killed', resume=True)
-    assert sorted(losses) == [4, 5]
-    for it, terms in losses.items():
-        assert terms == reference[0][it], f'iteration {it}'
-    for key in weights:
-        assert torch.equal(weights[key], reference[1][key]), key
+    assert_same_run(run_upernet(ade_root, tmp_path / 'killed', resume=True),
+                    reference, 4, 6)
 
 
 def test_resume_with_nothing_to_resume_says_so(tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Dict, Union
 
+from .common import lookup
+
 CONV_TYPES = ('F', 'D')  # Table VIII: full / depthwise, chosen per stage
 
 # Table I as data. conv_types: Table VIII's per-stage full ('F') or
@@ -28,25 +30,12 @@ PER_STAGE_KEYS = ('channels', 'depths', 'expand_ratios', 'conv_types')
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """A named variant or a custom dict, checked, with defaults filled."""
-    if isinstance(arch, str):
-        name = ALIASES.get(arch.lower(), arch.lower())
-        if name not in ARCH_SETTINGS:
-            valid = sorted(set(ARCH_SETTINGS) | set(ALIASES))
-            raise KeyError(f'SpaRTAN: unknown arch {arch!r}; valid names: '
-                           f'{valid}, or a dict with keys {REQUIRED_KEYS}')
-        arch = ARCH_SETTINGS[name]
-    if not isinstance(arch, dict):
-        raise TypeError(f'SpaRTAN: arch must be a name or a dict, got '
-                        f'{type(arch).__name__}')
-    missing = [k for k in REQUIRED_KEYS if k not in arch]
-    if missing:
-        raise KeyError(f'SpaRTAN: custom arch lacks {missing} (needs '
-                       f'{REQUIRED_KEYS}, optionally {sorted(ARCH_DEFAULTS)})')
+    arch = lookup(arch, ARCH_SETTINGS, ALIASES, REQUIRED_KEYS, 'SpaRTAN')
     unknown = sorted(set(arch) - set(REQUIRED_KEYS) - set(ARCH_DEFAULTS))
     if unknown:
         raise KeyError(f'SpaRTAN: unknown arch keys {unknown}; known: '
                        f'{sorted(REQUIRED_KEYS + tuple(ARCH_DEFAULTS))}')
-    merged = dict(copy.deepcopy(ARCH_DEFAULTS), **copy.deepcopy(dict(arch)))
+    merged = dict(copy.deepcopy(ARCH_DEFAULTS), **arch)
     for key in PER_STAGE_KEYS:
         merged[key] = tuple(merged[key])
         if len(merged[key]) != 4:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Dict, List, Mapping, Sequence, Union
 
+from .common import lookup
 from .sparx_connections import connection_plan, ganglion_indices
 
 # Variants as data (spec 1.1). ganglion_start: first index a ganglion layer
@@ -36,20 +37,8 @@ def resolve_arch(arch: Union[str, dict], settings: Dict[str, dict],
                  family: str) -> dict:
     """A named variant or a custom dict, checked, with defaults filled;
     ``window`` comes back as one entry per stage."""
-    if isinstance(arch, str):
-        name = aliases.get(arch.lower(), arch.lower())
-        if name not in settings:
-            valid = sorted(set(settings) | set(aliases))
-            raise KeyError(f'{family}: unknown arch {arch!r}; valid names: '
-                           f'{valid}, or a dict with keys {REQUIRED_KEYS}')
-        arch = settings[name]
-    if not isinstance(arch, dict):
-        raise TypeError(f'{family}: arch must be a name or a dict, got '
-                        f'{type(arch).__name__}')
-    missing = [k for k in REQUIRED_KEYS if k not in arch]
-    if missing:
-        raise KeyError(f'{family}: custom arch lacks {missing}')
-    merged = dict(copy.deepcopy(defaults), **copy.deepcopy(dict(arch)))
+    arch = lookup(arch, settings, aliases, REQUIRED_KEYS, family)
+    merged = dict(copy.deepcopy(defaults), **arch)
     if isinstance(merged['window'], int):
         merged['window'] = (merged['window'], ) * 4
     for key in PER_STAGE_KEYS:

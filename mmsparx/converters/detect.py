@@ -152,7 +152,7 @@ def _spartan_defaults() -> dict:
 
 
 def _sparseswin_defaults() -> dict:
-    from mmsparx.models.backbones.sparseswin import ARCH_DEFAULTS
+    from mmsparx.archs.sparseswin import ARCH_DEFAULTS
     return ARCH_DEFAULTS
 
 
@@ -366,3 +366,16 @@ def not_convertible(src: str, info: CheckpointInfo, family: str) -> str:
            else f'load it with {info.config()}')
     return head + (f'it holds a {info.label} model ({info.layout} layout), '
                    f'not {family}; {fix}.')
+
+
+def refuse_other_family(state_dict: Mapping[str, Tensor], family: str
+                        ) -> None:
+    """A converter's first step: refuse another family's file by name,
+    before any key is renamed (``family``: a :data:`FAMILIES` key)."""
+    if detect_family(state_dict)[0] in (None, family):
+        return
+    info = detect_checkpoint(state_dict)
+    raise CheckpointError(
+        f'the state dict holds a {info.label} model ({info.layout} layout), '
+        f'not {family}: the {family} converter cannot read it; use '
+        f'{info.config()}.')

@@ -18,6 +18,7 @@ from mmsparx.checkpoint import (UNSAFE_ENV, LoadReport, load_checkpoint_file,
 
 from .detect import (CheckpointError, CheckpointInfo, describe_model,
                      detect_checkpoint, family_mismatch, model_family,
+                     not_convertible,
                      same_model, tensors_of, unknown_model, variant_mismatch)
 
 # What a damaged or foreign file makes torch.load raise.
@@ -189,6 +190,17 @@ def load_backbone(backbone: nn.Module, filename: str,
 
 
 # -- for the converter tools ------------------------------------------------
+def read_authors_file(src: str, family: str) -> Dict[str, Tensor]:
+    """The state dict in ``src`` when it is the authors' layout of
+    ``family`` (a :data:`.detect.FAMILIES` key); anything else is refused
+    with what the file is and what to do with it."""
+    state = read_state_dict(src)
+    info = detect_checkpoint(state)
+    if (info.family, info.layout) != (family, 'authors'):
+        raise CheckpointError(not_convertible(src, info, family))
+    return state
+
+
 def check_paths(src: str, dst: str) -> None:
     """Refuse, before any work, what would make a conversion fail late or
     destroy its input."""

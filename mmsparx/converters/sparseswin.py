@@ -29,9 +29,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from mmsparx.archs.common import named_variant
+from mmsparx.archs.sparseswin import ARCH_DEFAULTS, ARCH_SETTINGS
+
 from .detect import (CheckpointError, CheckpointInfo, describe_model,
                      detect_checkpoint, detect_family, family_mismatch,
-                     same_model, unknown_model)
+                     refuse_other_family, same_model, unknown_model)
 
 # (authors' block part, mmsparx block part)
 _BLOCK_PARTS: List[Tuple[str, str]] = [
@@ -113,7 +116,7 @@ def convert_sparseswin(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """The authors' state dict -> an mmsparx ``ImageClassifier`` state dict
     (``backbone.*`` for :class:`SparseSwin`, ``head.fc.*``). Another
     family's file raises :class:`CheckpointError` naming that family."""
-    check_family(state_dict)
+    refuse_other_family(state_dict, 'SparseSwin')
     out: Dict[str, Tensor] = {}
     for key, value in _strip_module(state_dict).items():
         new = _official_key(key, value)
@@ -240,17 +243,6 @@ def detect_layout(state_dict: Dict[str, Tensor]) -> str:
                      f'start {keys} ...). {ACCEPTED}.')
 
 
-def check_family(state_dict: Dict[str, Tensor]) -> None:
-    """Refuse another family's file by name, before any key is renamed."""
-    if detect_family(state_dict)[0] in (None, 'SparseSwin'):
-        return
-    info = detect_checkpoint(state_dict)
-    raise CheckpointError(
-        f'the state dict holds a {info.label} model ({info.layout} layout), '
-        f'not SparseSwin: the SparseSwin converter cannot read it; use '
-        f'{info.config()}.')
-
-
 def official_view(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     """The authors' keys of an mmsparx SparseSwin file (bare backbone or
     full model; dense-only modules left out), for :func:`infer_arch`."""
@@ -268,19 +260,7 @@ def official_view(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
 def arch_name(arch: dict) -> Optional[str]:
     """'tiny' when ``arch`` (read off a file: the SparTa heads there are
     the public 16, or a backbone's resolved arch) is the public setting."""
-    from mmsparx.models.backbones.sparseswin import (ARCH_DEFAULTS,
-                                                     ARCH_SETTINGS)
-    for name, setting in ARCH_SETTINGS.items():
-        full = dict(ARCH_DEFAULTS, **setting)
-        if all(k in full and _as_tuple(full[k]) == _as_tuple(v)
-               for k, v in arch.items()):
-            return name
-    return None
-
-
-def _as_tuple(value):
-    """Per-stage lists compare as tuples; anything else as it is."""
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+    return named_variant(arch, ARCH_SETTINGS, ARCH_DEFAULTS)
 
 
 def _swin_unused(key: str) -> bool:

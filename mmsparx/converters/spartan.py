@@ -23,8 +23,10 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from torch import Tensor
 
-from .detect import (CheckpointError, detect_checkpoint, detect_family,
-                     is_layout)
+from mmsparx.archs.common import named_variant
+from mmsparx.archs.spartan import ARCH_DEFAULTS, ARCH_SETTINGS
+
+from .detect import is_layout, refuse_other_family
 
 _BLOCK_PARTS = r'(smixer|cmixer|norm_1|norm_2|scale_1|scale_2)'
 
@@ -34,17 +36,6 @@ def is_spartan_layout(state_dict: Mapping[str, Tensor]) -> bool:
     ``conv.{0,1}``, ``layers.{k}.scale_1`` ...; SparX-Mamba's authors'
     ``layers.{i}.blocks.{j}`` are not."""
     return is_layout(state_dict, 'SpaRTAN', 'authors')
-
-
-def check_family(state_dict: Mapping[str, Tensor]) -> None:
-    """Refuse another family's file by name, before any key is renamed."""
-    if detect_family(state_dict)[0] in (None, 'SpaRTAN'):
-        return
-    info = detect_checkpoint(state_dict)
-    raise CheckpointError(
-        f'the state dict holds a {info.label} model ({info.layout} layout), '
-        f'not SpaRTAN: the SpaRTAN converter cannot read it; use '
-        f'{info.config()}.')
 
 
 def unwrap(checkpoint: Mapping) -> Dict[str, Tensor]:
@@ -121,7 +112,7 @@ def convert_spartan(checkpoint: Mapping) -> Dict[str, Tensor]:
     :class:`CheckpointError` naming that family.
     """
     state = unwrap(checkpoint)
-    check_family(state)
+    refuse_other_family(state, 'SpaRTAN')
     bare = [k[len('backbone.'):] if k.startswith('backbone.') else k
             for k in state]
     plan = layer_plan(bare)
@@ -175,15 +166,4 @@ def arch_name(arch: dict) -> Optional[str]:
     """'xt' / 't' when ``arch`` (read off a file, or a backbone's resolved
     arch with its activations and layer scale) is one of Table I's
     variants, else None."""
-    from mmsparx.archs.spartan import ARCH_DEFAULTS, ARCH_SETTINGS
-    for name, setting in ARCH_SETTINGS.items():
-        full = dict(ARCH_DEFAULTS, **setting)
-        if all(k in full and _as_tuple(full[k]) == _as_tuple(v)
-               for k, v in arch.items()):
-            return name
-    return None
-
-
-def _as_tuple(value):
-    """Per-stage lists compare as tuples; anything else as it is."""
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+    return named_variant(arch, ARCH_SETTINGS, ARCH_DEFAULTS)

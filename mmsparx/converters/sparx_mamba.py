@@ -16,8 +16,7 @@ from mmsparx.archs.sparx import ARCH_DEFAULTS, ARCH_SETTINGS, layer_signature
 from mmsparx.archs.sparx_connections import (connection_plan,
                                              ganglion_indices)
 
-from .detect import (CheckpointError, detect_checkpoint, detect_family,
-                     is_layout)
+from .detect import is_layout, refuse_other_family
 
 # (pattern on an authors' backbone key, replacement), first match wins.
 _GANGLION = r'(d_norm|d_proj|q|k|v)'
@@ -50,17 +49,6 @@ def is_official_layout(state_dict: Dict[str, Tensor]) -> bool:
     return is_layout(state_dict, 'SparX-Mamba', 'authors')
 
 
-def check_family(state_dict: Dict[str, Tensor]) -> None:
-    """Refuse another family's file by name, before any key is renamed."""
-    if detect_family(state_dict)[0] in (None, 'SparX-Mamba'):
-        return  # (checked first: reading a SparX arch converts the file)
-    info = detect_checkpoint(state_dict)
-    raise CheckpointError(
-        f'the state dict holds a {info.label} model ({info.layout} layout), '
-        f'not SparX-Mamba: the SparX-Mamba converter cannot read it; use '
-        f'{info.config()}.')
-
-
 def convert_backbone_key(key: str) -> str:
     """One authors' backbone key -> mmsparx ``SparXMamba`` key."""
     match = re.match(r'^layers\.(\d+)\.downsample\.(.+)$', key)
@@ -81,7 +69,7 @@ def convert_sparx_mamba(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     (``neck.*``, ``decode_head.*``, ...) are kept as they are. Another
     family's file raises :class:`CheckpointError` naming that family.
     """
-    check_family(state_dict)
+    refuse_other_family(state_dict, 'SparX-Mamba')
     out: Dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith('classifier.3.'):

@@ -24,12 +24,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 
-from mmsparx.converters.detect import (CheckpointError,  # noqa: E402
-                                       detect_checkpoint, not_convertible)
+from mmsparx.converters.detect import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_state_dict)
+                                        read_authors_file)
 from mmsparx.converters.sparseswin import (convert_sparseswin,  # noqa: E402
                                            infer_arch)
 
@@ -46,16 +45,6 @@ def build_model(arch: dict, img_size, num_classes: int):
             neck=None,
             head=dict(type='LinearClsHead', num_classes=num_classes,
                       in_channels=arch['token_dims'])))
-
-
-def read_authors_file(src: str) -> dict:
-    """The authors' state dict in ``src``; anything else is refused with
-    what the file is and what to do with it."""
-    state = read_state_dict(src)
-    info = detect_checkpoint(state)
-    if (info.family, info.layout) != ('SparseSwin', 'authors'):
-        raise CheckpointError(not_convertible(src, info, 'SparseSwin'))
-    return state
 
 
 def convert_state(state: dict, src: str, sparta_heads: int
@@ -79,7 +68,7 @@ def convert_file(src: str, dst: str, sparta_heads: int = 16) -> dict:
     """Convert ``src`` into ``dst``; return a summary."""
     check_paths(src, dst)
     converted, arch, img_size, num_classes = convert_state(
-        read_authors_file(src), src, sparta_heads)
+        read_authors_file(src, 'SparseSwin'), src, sparta_heads)
     model = build_model(arch, img_size, num_classes)
     load_strictly(model, converted, src)
     torch.save({'state_dict': converted,

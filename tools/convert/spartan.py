@@ -24,14 +24,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 
-from mmsparx.converters.detect import (CheckpointError,  # noqa: E402
-                                       detect_checkpoint, not_convertible)
+from mmsparx.converters.detect import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_state_dict)
+                                        read_authors_file)
 from mmsparx.converters.spartan import (arch_name, convert_spartan,  # noqa
-                                        infer_arch, is_spartan_layout)
+                                        infer_arch)
 
 
 def build_classifier(arch, num_classes: int, in_channels: int):
@@ -50,16 +49,6 @@ def build_classifier(arch, num_classes: int, in_channels: int):
                       in_channels=in_channels)))
 
 
-def read_authors_file(src: str) -> dict:
-    """The authors' state dict in ``src``; anything else is refused with
-    what the file is and what to do with it."""
-    state = read_state_dict(src)
-    if not is_spartan_layout(state):
-        raise CheckpointError(not_convertible(src, detect_checkpoint(state),
-                                              'SpaRTAN'))
-    return state
-
-
 def convert_state(state: dict, src: str) -> Tuple[dict, dict, Any]:
     """(converted keys, arch dict, variant name or None) of an authors'
     state dict; a truncated or edited one is refused in one paragraph."""
@@ -76,7 +65,7 @@ def convert_state(state: dict, src: str) -> Tuple[dict, dict, Any]:
 def convert_file(src: str, dst: str) -> dict:
     """Convert ``src`` into ``dst``; return a summary."""
     check_paths(src, dst)
-    converted, arch, name = convert_state(read_authors_file(src), src)
+    converted, arch, name = convert_state(read_authors_file(src, 'SpaRTAN'), src)
     if 'head.fc.weight' in converted:
         model = build_classifier(name or arch,
                                  converted['head.fc.weight'].shape[0],

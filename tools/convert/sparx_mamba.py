@@ -22,25 +22,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 import torch  # noqa: E402
 
-from mmsparx.converters.detect import (CheckpointError,  # noqa: E402
-                                       detect_checkpoint, not_convertible)
+from mmsparx.converters.detect import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_state_dict)
+                                        read_authors_file)
 from mmsparx.converters.sparx_mamba import (arch_name,  # noqa: E402
-                                            convert_sparx_mamba, infer_arch,
-                                            is_official_layout)
-
-
-def read_authors_file(src: str) -> dict:
-    """The authors' state dict in ``src``; anything else is refused with
-    what the file is and what to do with it."""
-    state = read_state_dict(src)
-    if not is_official_layout(state):
-        raise CheckpointError(not_convertible(src, detect_checkpoint(state),
-                                              'SparX-Mamba'))
-    return state
+                                            convert_sparx_mamba, infer_arch)
 
 
 def convert_state(state: dict, src: str) -> Tuple[dict, Any, dict]:
@@ -60,7 +48,7 @@ def convert_file(src: str, dst: str) -> dict:
     """Convert ``src`` into ``dst``; return a summary (arch name or dict,
     backbone kwargs, key count)."""
     check_paths(src, dst)
-    converted, arch, kwargs = convert_state(read_authors_file(src), src)
+    converted, arch, kwargs = convert_state(read_authors_file(src, 'SparX-Mamba'), src)
     backbone = dict(type='SparXMamba', arch=arch,
                     dmca_scale=kwargs['dmca_scale'])
     if 'head.fc.weight' in converted:

@@ -28,56 +28,17 @@ Choices where the paper and the public code are silent (README):
 """
 from __future__ import annotations
 
-import copy
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from mmsparx.archs.sparseswin import OUT_TYPES, resolve_arch
+
 from ..layers import SparTaBlock, TokenToSpace
 
-# The authors' public setting (spec section 3): Swin-T stages 1-3, 49 tokens
-# of width 512, 2 SparTa layers of 16 heads with qkv bias.
-ARCH_SETTINGS: Dict[str, dict] = {
-    'tiny': dict(embed_dims=96, depths=(2, 2, 6), num_heads=(3, 6, 12),
-                 num_tokens=49, token_dims=512, sparta_depth=2,
-                 sparta_heads=16),
-}
-ALIASES = {'t': 'tiny'}
-ARCH_DEFAULTS = dict(window_size=7, patch_size=4, mlp_ratio=4.0,
-                     qkv_bias=True, mlp_out_act=True)
-REQUIRED_KEYS = ('embed_dims', 'depths', 'num_heads', 'num_tokens',
-                 'token_dims', 'sparta_depth', 'sparta_heads')
-OUT_TYPES = ('avg_featmap', 'raw')
-
-
-def resolve_arch(arch: Union[str, dict], family: str) -> dict:
-    """A named variant or a custom dict, checked, with defaults filled."""
-    if isinstance(arch, str):
-        name = ALIASES.get(arch.lower(), arch.lower())
-        if name not in ARCH_SETTINGS:
-            valid = sorted(set(ARCH_SETTINGS) | set(ALIASES))
-            raise KeyError(f'{family}: unknown arch {arch!r}; valid names: '
-                           f'{valid}, or a dict with keys {REQUIRED_KEYS}')
-        arch = ARCH_SETTINGS[name]
-    if not isinstance(arch, dict):
-        raise TypeError(f'{family}: arch must be a name or a dict, got '
-                        f'{type(arch).__name__}')
-    missing = [k for k in REQUIRED_KEYS if k not in arch]
-    if missing:
-        raise KeyError(f'{family}: custom arch lacks {missing} (needs '
-                       f'{REQUIRED_KEYS})')
-    merged = dict(copy.deepcopy(ARCH_DEFAULTS), **copy.deepcopy(dict(arch)))
-    if len(merged['depths']) != len(merged['num_heads']):
-        raise ValueError(f'{family}: depths {merged["depths"]} and num_heads '
-                         f'{merged["num_heads"]} differ in length')
-    if len(merged['depths']) != 3:
-        raise ValueError(f'{family}: the SparTa block replaces Swin stage 4, '
-                         f'so arch needs 3 Swin stages (stride 16), got '
-                         f'depths {merged["depths"]}')
-    return merged
 
 
 def stride16_grid(img_size: Union[int, Sequence[int]], patch_size: int = 4,
