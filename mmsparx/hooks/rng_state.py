@@ -9,7 +9,8 @@ of Python, NumPy, torch CPU and every CUDA device, per rank, and puts them
 back at the point where the interrupted run stood:
 
 * they are taken after each training iteration and epoch (before the
-  checkpoint hook saves), gathered from every rank when distributed;
+  checkpoint hook saves), gathered from every rank when distributed (then
+  after each epoch only, unless checkpoints are saved by iteration);
 * validation runs between the save and the next iteration: it gets the
   states restored after it, so how often one validates never changes the
   training stream (and a resumed run, which skips that validation, agrees);
@@ -31,7 +32,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.registry import HOOKS
 
 KEY = 'rng_states'
@@ -102,6 +103,7 @@ class RandomStateHook(Hook):
         self._latest: Optional[List[dict]] = None
         self._resumed: Optional[List[dict]] = None
         self._before_val: Optional[dict] = None
+        self._per_iter = True
 
     # -- taking and saving ------------------------------------------------
     def _take(self) -> None:
@@ -111,7 +113,10 @@ class RandomStateHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        self._take()
+        # Gathering costs a collective: only where a checkpoint may follow
+        # (iteration-based saving), else at the epoch's end only.
+        if self._per_iter:
+            self._take()
 
     def after_train_epoch(self, runner) -> None:
         self._take()
@@ -146,6 +151,9 @@ class RandomStateHook(Hook):
         self._resumed = states[get_rank() % len(states)]
 
     def before_train(self, runner) -> None:
+        self._per_iter = get_world_size() == 1 or any(
+            isinstance(hook, CheckpointHook) and not hook.by_epoch
+            for hook in runner.hooks)
         if self._resumed is None:
             return
         loader = runner.train_loop.dataloader
