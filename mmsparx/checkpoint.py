@@ -25,7 +25,8 @@ import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 import torch
@@ -349,6 +350,21 @@ def _log_full_lists(report: LoadReport, name: str, logger, level: int) -> bool:
     return bool(cut)
 
 
+def fit_problems(module: nn.Module, state: Mapping[str, torch.Tensor],
+                 may_be_missing: Callable[[str], bool] = lambda key: False
+                 ) -> LoadReport:
+    """What loading ``state`` into ``module`` would meet, found without
+    copying anything: missing keys (other than ``may_be_missing``),
+    unexpected keys, keys of another shape."""
+    own = module.state_dict()
+    return LoadReport(
+        missing=[k for k in own if k not in state and not may_be_missing(k)],
+        unexpected=[k for k in state if k not in own],
+        mismatched=[(k, tuple(v.shape), tuple(own[k].shape))
+                    for k, v in state.items()
+                    if k in own and tuple(v.shape) != tuple(own[k].shape)])
+
+
 def load_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
                     strict: bool = False, logger=None) -> LoadReport:
     """Copy ``state_dict`` into ``module`` and report every key's fate.
@@ -358,18 +374,9 @@ def load_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
     raises before anything is copied. With a ``logger`` the report is logged
     and so are the full key lists its summary cuts.
     """
-    own = module.state_dict()
-    report = LoadReport()
-    usable = {}
-    for key, value in state_dict.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif tuple(value.shape) != tuple(own[key].shape):
-            report.mismatched.append((key, tuple(value.shape),
-                                      tuple(own[key].shape)))
-        else:
-            usable[key] = value
-    report.missing = [k for k in own if k not in state_dict]
+    report = fit_problems(module, state_dict)
+    unusable = set(report.unexpected) | {k for k, _, _ in report.mismatched}
+    usable = {k: v for k, v in state_dict.items() if k not in unusable}
     name = type(module).__name__
     if strict and not report.ok:
         note = ' (pass logger= to log the full list)'

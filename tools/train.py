@@ -32,19 +32,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 def resume_point(work_dir: str) -> str:
     """The checkpoint ``--resume`` continues from; an error that says why
     when there is none (mmengine would silently start from scratch)."""
-    last = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(last):
+    from mmengine.runner import find_latest_checkpoint
+    path = find_latest_checkpoint(work_dir)  # what mmengine would resume
+    if path is None:
         raise FileNotFoundError(
             f'--resume: nothing to resume in {work_dir} (no '
             'last_checkpoint: no checkpoint was completed there). Run '
             'without --resume to start training, or give the checkpoint: '
             '--resume PATH.')
-    with open(last) as f:
-        path = f.read().strip()
     if not osp.isfile(path):
         raise FileNotFoundError(
-            f'--resume: {last} names {path}, which does not exist (moved '
-            'or deleted?). Give the checkpoint to resume: --resume PATH.')
+            f'--resume: {osp.join(work_dir, "last_checkpoint")} names {path}, '
+            'which does not exist (moved or deleted?). Give the checkpoint '
+            'to resume: --resume PATH.')
     return path
 
 

@@ -17,6 +17,11 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 from torch import Tensor
 
+from mmsparx.archs.sparseswin import ARCH_DEFAULTS as SPARSESWIN_DEFAULTS
+from mmsparx.archs.spartan import ARCH_DEFAULTS as SPARTAN_DEFAULTS
+from mmsparx.archs.sparx import ARCH_DEFAULTS as SPARX_DEFAULTS
+from mmsparx.archs.sparx import SWIN_ARCH_SETTINGS, layer_signature
+
 # (family, layout, pattern on a backbone key without 'backbone.'). The
 # patterns are disjoint between families except that SparseSwin files hold
 # Swin-T keys too (stages 1-3): any SparseSwin key decides for SparseSwin.
@@ -102,7 +107,7 @@ class CheckpointInfo:
             return f'arch={self.variant!r}'
         if self.arch is None or self.family not in _DEFAULTS:
             return 'the arch it was trained with'
-        return f'arch={_compact(self.arch, _DEFAULTS[self.family]())}'
+        return f'arch={_compact(self.arch, _DEFAULTS[self.family])}'
 
     def config(self) -> str:
         """The backbone settings that load it: ``type='SpaRTAN', arch='t'``.
@@ -141,23 +146,9 @@ def _compact(arch: dict, defaults: dict) -> str:
     return 'dict(' + ', '.join(f'{k}={v!r}' for k, v in kept.items()) + ')'
 
 
-def _sparx_defaults() -> dict:
-    from mmsparx.archs.sparx import ARCH_DEFAULTS
-    return ARCH_DEFAULTS
-
-
-def _spartan_defaults() -> dict:
-    from mmsparx.archs.spartan import ARCH_DEFAULTS
-    return ARCH_DEFAULTS
-
-
-def _sparseswin_defaults() -> dict:
-    from mmsparx.archs.sparseswin import ARCH_DEFAULTS
-    return ARCH_DEFAULTS
-
-
-_DEFAULTS = {'SparX-Mamba': _sparx_defaults, 'SpaRTAN': _spartan_defaults,
-             'SparseSwin': _sparseswin_defaults}
+# Per family, the arch defaults a message leaves out.
+_DEFAULTS = {'SparX-Mamba': SPARX_DEFAULTS, 'SpaRTAN': SPARTAN_DEFAULTS,
+             'SparseSwin': SPARSESWIN_DEFAULTS}
 
 
 # -- the family -------------------------------------------------------------
@@ -265,7 +256,6 @@ def sparx_swin_arch(state: Mapping[str, Tensor]) -> dict:
 
 def sparx_swin_name(arch: Mapping) -> Optional[str]:
     """'tiny' / 'base' when the sizes are that variant's, else None."""
-    from mmsparx.archs.sparx import SWIN_ARCH_SETTINGS
     for name, setting in SWIN_ARCH_SETTINGS.items():
         if all(_same_value(arch[k], setting[k]) for k in
                ('depths', 'channels', 'num_heads', 'mlp_ratio')):
@@ -315,7 +305,6 @@ _NAMERS = {'SparX-Mamba': _sparx_mamba_name, 'SpaRTAN': _spartan_name,
 def same_model(family: str, file_arch: dict, model_arch: dict) -> bool:
     """Whether a file's arch builds the same layers as the model's."""
     if family == 'SparX-Mamba':
-        from mmsparx.archs.sparx import layer_signature
         return layer_signature(file_arch) == layer_signature(model_arch)
     return all(_same_value(v, model_arch.get(k)) for k, v in
                file_arch.items() if k != 'sparta_heads')

@@ -13,8 +13,9 @@ from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from torch import Tensor, nn
 
-from mmsparx.checkpoint import (UNSAFE_ENV, LoadReport, load_checkpoint_file,
-                                load_state_dict, state_dict_of)
+from mmsparx.checkpoint import (UNSAFE_ENV, LoadReport, fit_problems,
+                                load_checkpoint_file, load_state_dict,
+                                state_dict_of)
 
 from .detect import (CheckpointError, CheckpointInfo, describe_model,
                      detect_checkpoint, family_mismatch, model_family,
@@ -72,21 +73,6 @@ def _first(items: List[str], count: int = 3) -> str:
     """'a, b, c, ...': the first few of a long list."""
     more = ', ...' if len(items) > count else ''
     return ', '.join(str(i) for i in items[:count]) + more
-
-
-def fit_problems(module: nn.Module, state: Mapping[str, Tensor],
-                 may_be_missing: Callable[[str], bool] = lambda k: False
-                 ) -> LoadReport:
-    """What would go wrong loading ``state`` into ``module``, found without
-    copying anything: missing keys (other than ``may_be_missing``),
-    unexpected keys, keys of another shape."""
-    own = module.state_dict()
-    return LoadReport(
-        missing=[k for k in own if k not in state and not may_be_missing(k)],
-        unexpected=[k for k in state if k not in own],
-        mismatched=[(k, tuple(v.shape), tuple(own[k].shape))
-                    for k, v in state.items()
-                    if k in own and tuple(v.shape) != tuple(own[k].shape)])
 
 
 def summarize(report: LoadReport) -> str:

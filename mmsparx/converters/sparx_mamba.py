@@ -16,7 +16,7 @@ from mmsparx.archs.sparx import ARCH_DEFAULTS, ARCH_SETTINGS, layer_signature
 from mmsparx.archs.sparx_connections import (connection_plan,
                                              ganglion_indices)
 
-from .detect import is_layout, refuse_other_family
+from .detect import backbone_part, is_layout, refuse_other_family
 
 # (pattern on an authors' backbone key, replacement), first match wins.
 _GANGLION = r'(d_norm|d_proj|q|k|v)'
@@ -94,10 +94,7 @@ def _backbone_shapes(state_dict: Dict[str, Tensor]) -> Dict[str, tuple]:
     if is_official_layout(state_dict) and not any(
             k.startswith(('stages.', 'backbone.stages.')) for k in state_dict):
         state_dict = convert_sparx_mamba(state_dict)
-    prefixed = any(k.startswith('backbone.') for k in state_dict)
-    return {k[len('backbone.'):] if prefixed else k: tuple(v.shape)
-            for k, v in state_dict.items()
-            if not prefixed or k.startswith('backbone.')}
+    return {k: tuple(v.shape) for k, v in backbone_part(state_dict).items()}
 
 
 def infer_arch(state_dict: Dict[str, Tensor]) -> Tuple[dict, dict]:
