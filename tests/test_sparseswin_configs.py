@@ -35,7 +35,7 @@ def test_every_sparseswin_config_imports_mmsparx():
 
 
 def test_imagenet100_config_trains_two_iterations(imagenet_root, tmp_path):
-    config = config_path('sparseswin_t_in100')
+    config = config_path('sparseswin-t_1xb22_in100')
     cfg = load_test_config(config, None, tmp_path)
     small_loaders(cfg)
     classes = osp.join(imagenet_root, 'meta', 'classes.txt')
@@ -65,8 +65,8 @@ def test_imagenet100_config_trains_two_iterations(imagenet_root, tmp_path):
     assert all(p.requires_grad for p in model.backbone.sparta.parameters())
 
 
-@pytest.mark.parametrize('name,classes', [('sparseswin_t_cifar10', 10),
-                                          ('sparseswin_t_cifar100', 100)])
+@pytest.mark.parametrize('name,classes', [('sparseswin-t_1xb128_cifar10', 10),
+                                          ('sparseswin-t_1xb128_cifar100', 100)])
 def test_cifar_configs_build_and_feed_224_inputs(name, classes):
     from mmengine.dataset import Compose
     from mmengine.registry import DefaultScope
@@ -104,7 +104,7 @@ def test_cifar_configs_build_and_feed_224_inputs(name, classes):
 
 
 def test_maskrcnn_config_trains_two_iterations(coco_root, tmp_path):
-    config = config_path('maskrcnn_sparseswin_t_1x_coco')
+    config = config_path('mask-rcnn_sparseswin-t_fpn_1x_coco')
     options = coco_paper_options(coco_root)
     # Fewer proposals, sampled RoIs and detections: the heads stay cheap.
     for stage in ('train_cfg.rpn_proposal', 'test_cfg.rpn'):
@@ -124,7 +124,7 @@ def test_maskrcnn_config_trains_two_iterations(coco_root, tmp_path):
 
 
 def test_upernet_config_trains_two_iterations(ade_root, tmp_path):
-    config = config_path('upernet_sparseswin_t_160k_ade20k')
+    config = config_path('upernet_sparseswin-t_8xb2-160k_ade20k-512x512')
     crop = (128, 128)
     options = {
         'train_dataloader.dataset.data_root': ade_root,

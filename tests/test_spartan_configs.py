@@ -86,7 +86,7 @@ def test_upernet_spartan_t_160k_trains_two_iterations(ade_root, tmp_path):
 
 
 def test_imagenet_config_trains_two_iterations(imagenet_root, tmp_path):
-    config = osp.join(CONFIGS, 'imagenet', 'spartan_xt_in1k.py')
+    config = osp.join(CONFIGS, 'spartan', 'spartan-xt_16xb128_in1k.py')
     cfg = load_test_config(config, None, tmp_path)
     small = [dict(type='LoadImageFromFile'),
              dict(type='RandomResizedCrop', scale=64),
@@ -119,9 +119,9 @@ def test_configs_name_the_recipes():
 
     for size, (train, resize) in {224: (224, 256), 256: (256, 292)}.items():
         for variant, width in (('t', 256), ('xt', 192)):
-            name = f'spartan_{variant}_in1k.py' if size == 224 else \
-                f'spartan_{variant}_{size}_in1k.py'
-            cfg = load('imagenet', name)
+            name = f'spartan-{variant}_16xb128_in1k' + (
+                '.py' if size == 224 else f'-{size}px.py')
+            cfg = load('spartan', name)
             assert cfg.model.backbone.arch == variant
             assert cfg.model.backbone.out_norm is None
             assert cfg.model.head.in_channels == width

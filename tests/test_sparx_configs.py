@@ -42,7 +42,8 @@ def test_maskrcnn_sparx_t_3x_trains_two_iterations(coco_root, tmp_path):
 
 
 def test_imagenet_config_trains_two_iterations(imagenet_root, tmp_path):
-    config = osp.join(ROOT, 'configs', 'imagenet', 'sparx_mamba_t_in1k.py')
+    config = osp.join(ROOT, 'configs', 'sparx',
+                      'sparx-mamba-t_16xb128_in1k.py')
     cfg = load_test_config(config, None, tmp_path)
     small = [dict(type='LoadImageFromFile'),
              dict(type='RandomResizedCrop', scale=64),

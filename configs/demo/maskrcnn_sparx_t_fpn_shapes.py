@@ -1,7 +1,7 @@
 # Mask R-CNN with SparX-Mamba-T + FPN from scratch on the generated COCO-format
 # shapes set (python -m mmsparx.datasets coco data/demo_coco): the `make demo`
 # job. The recipe of maskrcnn_r18_fpn_shapes.py (same data, heads, CPU budget)
-# with the backbone of configs/maskrcnn_sparx_t_1x.py; no ImageNet weights
+# with the backbone of configs/sparx/mask-rcnn_sparx-mamba-t_fpn_1x_coco.py; no ImageNet weights
 # (nothing is downloaded), so a lower drop-path rate for a small set.
 _base_ = ['./maskrcnn_r18_fpn_shapes.py']
 

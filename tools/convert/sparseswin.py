@@ -1,6 +1,6 @@
 """Convert an authors' SparseSwin state dict to mmsparx keys.
 
-    python tools/convert/sparseswin.py SparseSwin_l2_0.0001_100.pt checkpoints/sparseswin_t_in100.pth [--sparta-heads 16]
+    python tools/convert/sparseswin.py SparseSwin_l2_0.0001_100.pt checkpoints/sparseswin-t_in100.pth [--sparta-heads 16]
 
 The authors save ``model.state_dict()`` of their ``SparseSwin`` (keys
 ``swin_model.*``, ``step4.*``, ``norm.*``, ``fc_out.*``). The result is an

@@ -1,9 +1,9 @@
 # SparseSwin-T on CIFAR-100 at 224x224 (paper: 85.35 % top-1; 84.80 % with
 # L2 at lambda 1e-4, so the regulariser is off). The CIFAR-10 recipe
-# (sparseswin_t_cifar10.py) with 100 classes.
+# (sparseswin-t_1xb128_cifar10.py) with 100 classes.
 # Data: data/cifar100/cifar-100-python, downloaded by mmpretrain's CIFAR100
 # when missing.
-_base_ = ['./sparseswin_t_cifar10.py']
+_base_ = ['./sparseswin-t_1xb128_cifar10.py']
 
 model = dict(head=dict(num_classes=100))
 data_preprocessor = dict(num_classes=100)

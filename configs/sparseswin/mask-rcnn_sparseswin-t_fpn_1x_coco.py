@@ -8,7 +8,7 @@
 # Backbone weights: torchvision's ImageNet-1k Swin-T for stages 1-3
 # (https://download.pytorch.org/models/swin_t-704ceda3.pth), the SparTa block
 # and the token-to-space layer from scratch; or a SparseSwin classifier
-# checkpoint (configs/sparseswin/sparseswin_t_in100.py, or the authors' file)
+# checkpoint (configs/sparseswin/sparseswin-t_1xb22_in100.py, or the authors' file)
 # to start the SparTa block from it too.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',

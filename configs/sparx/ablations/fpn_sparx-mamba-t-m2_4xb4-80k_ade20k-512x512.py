@@ -1,0 +1,17 @@
+# Table 7 ablation, ADE20K (Semantic FPN 80k): SparX-Mamba-T with
+# window M = 2: a ganglion layer reads the last 2 ganglion outputs
+# (S = 2).
+# The T recipe (configs/sparx/fpn_sparx-mamba-t_4xb4-80k_ade20k-512x512.py),
+# started from the matching ImageNet ablation.
+_base_ = ['../fpn_sparx-mamba-t_4xb4-80k_ade20k-512x512.py']
+custom_imports = dict(imports=['mmsparx'], allow_failed_imports=False)
+
+pretrained = 'checkpoints/sparx_mamba_t_m2_in1k.pth'
+arch = dict(
+    depths=(2, 2, 7, 2), channels=(96, 192, 320, 512), stem='v1',
+    strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0),
+    window=2)
+model = dict(
+    backbone=dict(
+        arch=arch, init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 320, 512]))

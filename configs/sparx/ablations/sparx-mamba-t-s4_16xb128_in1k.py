@@ -1,0 +1,10 @@
+# Table 7 ablation, ImageNet-1k: SparX-Mamba-T with
+# stride S = 4: ganglion layers 2, 6 of stage 3 (M = 3).
+# The T recipe: configs/sparx/sparx-mamba-t_16xb128_in1k.py.
+_base_ = ['../sparx-mamba-t_16xb128_in1k.py']
+custom_imports = dict(imports=['mmsparx'], allow_failed_imports=False)
+
+arch = dict(
+    depths=(2, 2, 7, 2), channels=(96, 192, 320, 512), stem='v1',
+    strides=(1, 1, 4, 1), ganglion_start=(None, 1, 0, 0))
+model = dict(backbone=dict(arch=arch), head=dict(in_channels=512))
