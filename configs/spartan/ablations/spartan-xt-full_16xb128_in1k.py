@@ -7,5 +7,6 @@ _base_ = ['../spartan-xt_16xb128_in1k.py']
 custom_imports = dict(imports=['mmsparx'], allow_failed_imports=False)
 
 model = dict(backbone=dict(arch=dict(
+    _delete_=True,  # replaces the base config's arch name
     channels=(32, 64, 96, 192), depths=(3, 3, 10, 2),
     expand_ratios=(4, 4, 2, 2), conv_types=('F', 'F', 'F', 'F'))))

@@ -8,6 +8,7 @@ custom_imports = dict(imports=['mmsparx'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/sparx_mamba_t_plainnet_in1k.pth'
 arch = dict(
+    _delete_=True,  # replaces the base config's arch name
     depths=(2, 2, 7, 2), channels=(96, 192, 384, 576), stem='v1',
     strides=(1, 1, 2, 1), ganglion_start=(None, None, None, None))
 model = dict(

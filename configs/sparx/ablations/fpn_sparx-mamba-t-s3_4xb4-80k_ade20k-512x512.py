@@ -7,6 +7,7 @@ custom_imports = dict(imports=['mmsparx'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/sparx_mamba_t_s3_in1k.pth'
 arch = dict(
+    _delete_=True,  # replaces the base config's arch name
     depths=(2, 2, 7, 2), channels=(96, 192, 320, 512), stem='v1',
     strides=(1, 1, 3, 1), ganglion_start=(None, 1, 0, 0))
 model = dict(

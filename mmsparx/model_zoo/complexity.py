@@ -1,0 +1,140 @@
+"""Whole-model parameters and FLOPs of a config, counted as the papers do.
+
+* Parameters: every parameter of the built model (auxiliary heads too, as
+  mmdet's / mmseg's ``get_flops`` report them).
+* FLOPs: one multiply-add = one FLOP (mmengine's jit counter, fvcore
+  style), the model in eval mode, the selective scan priced by mmsparx's op
+  handle, DMCA's two attention products not counted (the SparX paper's
+  convention; ``with_attention=True`` adds them). What runs is what the
+  toolboxes' complexity tools have always run: mmdet's two-stage
+  ``forward_dummy`` (backbone, neck, RPN head, then the box head on 1000
+  proposals and the mask head on the first 100), mmseg's ``encode_decode``
+  without the auxiliary head, mmpretrain's backbone + neck + head.
+* Input: 800x1280 for COCO detectors, 512x2048 for ADE20K segmentors (the
+  papers' sizes), the test crop for classifiers.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+PAPER_INPUTS = {'mmdet': (800, 1280), 'mmseg': (512, 2048)}
+NUM_PROPOSALS, NUM_MASK_PROPOSALS = 1000, 100
+
+
+def load_model(config: str) -> Tuple[nn.Module, str, object]:
+    """(model in eval mode, its default scope, the config), no weights
+    loaded: a pretrained file named in the config need not exist."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    cfg = Config.fromfile(config)
+    scope = cfg.get('default_scope')
+    if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
+        raise ValueError(f'{config}: default_scope {scope!r} is not one of '
+                         "mmdet / mmseg / mmpretrain; the model zoo counts "
+                         "those toolboxes' models")
+    init_default_scope(scope)
+    model_cfg = cfg.model.copy()
+    if model_cfg.get('backbone') is not None:
+        model_cfg.backbone.init_cfg = None
+    model_cfg.pop('pretrained', None)
+    return MODELS.build(model_cfg).eval(), scope, cfg
+
+
+def classifier_input(cfg) -> Tuple[int, int]:
+    """The test pipeline's final crop (or resize) of a classifier config."""
+    size = None
+    for step in cfg.test_dataloader.dataset.pipeline:
+        value = step.get('crop_size') or (
+            step.get('scale') if step['type'] == 'Resize' else None)
+        if value is not None:
+            size = value
+    if size is None:
+        raise ValueError('no crop or resize in the test pipeline: give the '
+                         'input size (--input H W)')
+    return (size, size) if isinstance(size, int) else (size[1], size[0])
+
+
+def _proposals(height: int, width: int, count: int) -> Tensor:
+    """Fixed boxes (batch index, x1, y1, x2, y2) spread over the image."""
+    gen = torch.Generator().manual_seed(0)
+    corner = torch.rand(count, 2, generator=gen) * torch.tensor(
+        [width * 0.8, height * 0.8])
+    size = torch.rand(count, 2, generator=gen) * torch.tensor(
+        [width * 0.2, height * 0.2]) + 8
+    return torch.cat([torch.zeros(count, 1), corner, corner + size], 1)
+
+
+class DummyForward(nn.Module):
+    """The forward a toolbox's complexity tool runs, as a module to trace."""
+
+    def __init__(self, model: nn.Module, scope: str,
+                 size: Tuple[int, int]) -> None:
+        super().__init__()
+        self.model, self.scope, self.size = model, scope, size
+
+    def forward(self, image: Tensor):
+        model = self.model
+        if self.scope == 'mmpretrain':
+            return model(image, mode='tensor')
+        if self.scope == 'mmseg':
+            return model.decode_head(model.extract_feat(image))
+        if not hasattr(model, 'roi_head'):
+            return model._forward(image)
+        feats = model.extract_feat(image)
+        rpn = model.rpn_head(feats)
+        rois = _proposals(*self.size, NUM_PROPOSALS)
+        head = model.roi_head
+        box = head.bbox_head(head.bbox_roi_extractor(
+            feats[:head.bbox_roi_extractor.num_inputs], rois))
+        outs = (rpn, box)
+        if head.with_mask:
+            mask_rois = rois[:NUM_MASK_PROPOSALS]
+            outs += (head.mask_head(head.mask_roi_extractor(
+                feats[:head.mask_roi_extractor.num_inputs], mask_rois)), )
+        return outs
+
+
+def attention_products(analyzer, model: nn.Module, prefix: str) -> int:
+    """FLOPs of DMCA's attention products (its matmuls)."""
+    from mmsparx.models.layers import DMCA
+    by_module = analyzer.by_module_and_operator()
+    return sum(by_module.get(prefix + name, {}).get('matmul', 0)
+               for name, module in model.named_modules()
+               if isinstance(module, DMCA))
+
+
+def count_config(config: str, size: Optional[Sequence[int]] = None,
+                 with_attention: bool = False,
+                 flops: bool = True) -> dict:
+    """{'params', 'flops', 'input'} of the model a config builds."""
+    from mmengine.analysis import FlopAnalyzer
+
+    import mmsparx  # noqa: F401  registers the scan's FLOP handle
+    model, scope, cfg = load_model(config)
+    params = sum(p.numel() for p in model.parameters())
+    if size is None:
+        size = PAPER_INPUTS.get(scope) or classifier_input(cfg)
+    size = (int(size[0]), int(size[1]))
+    result = dict(params=params, flops=None, input=list(size))
+    if not flops:
+        return result
+    dummy = DummyForward(model, scope, size)
+    with torch.no_grad():
+        analyzer = FlopAnalyzer(dummy, (torch.zeros(1, 3, *size), ))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        total = analyzer.total()
+        if not with_attention:
+            total -= attention_products(analyzer, model, 'model.')
+    result['flops'] = int(total)
+    return result
+
+
+def relative(path: str, root: str) -> str:
+    """A config path as the metafiles write it (relative to the root)."""
+    return osp.relpath(osp.abspath(path), root).replace(osp.sep, '/')

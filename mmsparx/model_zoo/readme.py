@@ -1,0 +1,114 @@
+"""The results tables of the family READMEs, generated from the metafiles
+(``tools/analysis/model_zoo.py --update`` counts, writes both): a README
+whose table differs from its metafile is stale."""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Dict, List, Optional
+
+from .metafiles import metafile_paths, read_metafile
+
+BEGIN = ('<!-- model-zoo table: generated from metafile.yml by '
+         'tools/analysis/model_zoo.py --update; do not edit -->')
+END = '<!-- end of model-zoo table -->'
+
+
+def _millions(value: Optional[int]) -> str:
+    return '-' if value is None else f'{value / 1e6:.1f}'
+
+
+def _giga(value: Optional[int]) -> str:
+    if value is None:
+        return '-'
+    digits = 2 if value < 10e9 else 1 if value < 100e9 else 0
+    return f'{value / 1e9:.{digits}f}'
+
+
+def _schedule(meta: dict) -> str:
+    if 'Epochs' in meta:
+        return f'{meta["Epochs"]} ep'
+    return f'{meta["Iterations"] // 1000}k it'
+
+
+def _metrics(entry: dict) -> Dict[str, float]:
+    out = {}
+    for result in entry.get('Results', []):
+        out.update(result['Metrics'])
+    return out
+
+
+def render(entries: List[dict]) -> str:
+    """One table per training set: the config, what mmsparx counts, what
+    the paper gives."""
+    lines: List[str] = []
+    datasets = list(dict.fromkeys(e['Metadata']['Training Data']
+                                  for e in entries))
+    for data in datasets:
+        group = [e for e in entries if e['Metadata']['Training Data'] == data]
+        metrics = list(dict.fromkeys(m for e in group for m in _metrics(e)))
+        lines += [f'**{data}**', '',
+                  '| config | backbone | schedule | params (M) | FLOPs (G) '
+                  '| input | paper params (M) | paper FLOPs (G) | ' +
+                  ' | '.join(f'paper {m}' for m in metrics) + ' |',
+                  '|---' * (8 + len(metrics)) + '|']
+        for e in group:
+            meta = e['Metadata']
+            name = osp.basename(e['Config'])
+            link = osp.relpath(e['Config'], osp.dirname(e['README']))
+            size = meta.get('Input Size')
+            values = _metrics(e)
+            lines.append(' | '.join([
+                f'| [{name[:-3]}]({link})', meta['Architecture'][0],
+                _schedule(meta), _millions(meta.get('Parameters')),
+                _giga(meta.get('FLOPs')),
+                f'{size[0]}x{size[1]}' if size else '-',
+                _millions(meta.get('Paper Parameters')),
+                _giga(meta.get('Paper FLOPs'))] +
+                [str(values.get(m, '-')) for m in metrics]) + ' |')
+        lines.append('')
+    return '\n'.join(lines).rstrip('\n')
+
+
+def readme_tables(root: str) -> Dict[str, str]:
+    """README path (relative to ``root``) -> its generated table."""
+    grouped: Dict[str, List[dict]] = {}
+    for path in metafile_paths(root):
+        for entry in read_metafile(root, path)['Models']:
+            grouped.setdefault(entry['README'], []).append(entry)
+    return {readme: render(entries) for readme, entries in grouped.items()}
+
+
+def _split(text: str, path: str):
+    if BEGIN not in text or END not in text:
+        raise ValueError(f'{path} has no model-zoo table markers ({BEGIN!r} '
+                         f'... {END!r}): add them where the table goes')
+    head, rest = text.split(BEGIN, 1)
+    return head, rest.split(END, 1)[1]
+
+
+def stale_readmes(root: str) -> List[str]:
+    """READMEs whose table is not what their metafile renders to."""
+    stale = []
+    for readme, table in readme_tables(root).items():
+        with open(osp.join(root, readme)) as f:
+            text = f.read()
+        head, tail = _split(text, readme)
+        if text != f'{head}{BEGIN}\n{table}\n{END}{tail}':
+            stale.append(readme)
+    return stale
+
+
+def update_readmes(root: str) -> List[str]:
+    """Rewrite each README's table from its metafile; the changed ones."""
+    changed = []
+    for readme, table in readme_tables(root).items():
+        path = osp.join(root, readme)
+        with open(path) as f:
+            text = f.read()
+        head, tail = _split(text, readme)
+        new = f'{head}{BEGIN}\n{table}\n{END}{tail}'
+        if new != text:
+            with open(path, 'w') as f:
+                f.write(new)
+            changed.append(readme)
+    return changed
