@@ -365,6 +365,20 @@ def fit_problems(module: nn.Module, state: Mapping[str, torch.Tensor],
                     if k in own and tuple(v.shape) != tuple(own[k].shape)])
 
 
+def adapt_keys(module: nn.Module, state: Mapping[str, torch.Tensor]
+               ) -> Dict[str, torch.Tensor]:
+    """``state`` with the keys renamed that submodules read in another
+    layout (``adapt_loaded_keys``: the SparX-Mamba backbone reads its
+    authors' keys), so the checks before copying see what torch's own
+    load (which runs their pre-hooks) would see."""
+    state = dict(state)
+    for name, sub in module.named_modules():
+        adapt = getattr(sub, 'adapt_loaded_keys', None)
+        if callable(adapt):
+            adapt(state, f'{name}.' if name else '')
+    return state
+
+
 def load_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
                     strict: bool = False, logger=None) -> LoadReport:
     """Copy ``state_dict`` into ``module`` and report every key's fate.
@@ -372,8 +386,10 @@ def load_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
     Keys with a wrong shape are skipped (not a crash halfway through the
     copy). With ``strict=True`` any missing, unexpected or mismatched key
     raises before anything is copied. With a ``logger`` the report is logged
-    and so are the full key lists its summary cuts.
+    and so are the full key lists its summary cuts. Keys in a layout a
+    submodule reads (:func:`adapt_keys`) are renamed first.
     """
+    state_dict = adapt_keys(module, state_dict)
     report = fit_problems(module, state_dict)
     unusable = set(report.unexpected) | {k for k, _, _ in report.mismatched}
     usable = {k: v for k, v in state_dict.items() if k not in unusable}

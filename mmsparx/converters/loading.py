@@ -175,6 +175,50 @@ def load_backbone(backbone: nn.Module, filename: str,
     return report
 
 
+def rename_authors_keys(backbone: nn.Module, state: Dict[str, Tensor],
+                        prefix: str) -> bool:
+    """Rename in place the keys under ``prefix`` of a state dict being
+    loaded into a model holding ``backbone`` there, when they are in the
+    authors' layout (their whole-model COCO / ADE20K files), with the
+    backbone's own converter (``checkpoint_format``); whether they were.
+
+    A load state-dict pre-hook calls this, so every loader (mmengine's
+    ``load_from``, torch's ``load_state_dict``) sees mmsparx keys. What
+    :func:`load_backbone` refuses is refused here too, and the backbone's
+    ``check_checkpoint(..., whole=True)`` has the last word: mmengine's
+    loader would only warn about the keys such a file leaves unfilled.
+    """
+    from mmengine.logging import print_log
+    convert, is_official = backbone.checkpoint_format()
+    inner = {k[len(prefix):]: v for k, v in state.items()
+             if k.startswith(prefix)}
+    if not inner or not is_official(inner):
+        return False
+    source = f'(keys under {prefix!r})' if prefix else '(state dict)'
+    try:
+        converted = convert(inner)
+    except KeyError as err:
+        raise conversion_failed(source, err) from err
+    own = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
+           for k, v in converted.items()}
+    problems = fit_problems(backbone, own, backbone.may_be_missing)
+    if problems.missing or problems.mismatched:
+        print_log(f'{type(backbone).__name__}: the authors\' keys {source} '
+                  f'do not fit: {problems.summary(limit=None)}',
+                  logger='current', level=logging.WARNING)
+        info = detect_checkpoint(inner)
+        check_family(source, info, backbone)
+        raise CheckpointError(misfit(source, info, backbone, problems))
+    backbone.check_checkpoint(own, whole=True)
+    for key in [k for k in state if k.startswith(prefix)]:
+        del state[key]
+    state.update({prefix + k: v for k, v in own.items()})
+    print_log(f'{type(backbone).__name__}: renamed the {len(own)} keys '
+              f"under {prefix!r} from the authors' layout", logger='current',
+              level=logging.INFO)
+    return True
+
+
 # -- for the converter tools ------------------------------------------------
 def read_authors_file(src: str, family: str) -> Dict[str, Tensor]:
     """The state dict in ``src`` when it is the authors' layout of

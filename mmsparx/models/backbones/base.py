@@ -25,9 +25,11 @@ class FourStageBackbone(BaseModule):
         classifier has one at most)."""
         return key.startswith('out_norms.')
 
-    def check_checkpoint(self, state: Dict[str, Tensor]) -> None:
+    def check_checkpoint(self, state: Dict[str, Tensor],
+                         whole: bool = False) -> None:
         """Raise, naming the fix, when a converted file cannot be right for
-        this backbone's settings (called before anything is copied)."""
+        this backbone's settings (called before anything is copied);
+        ``whole``: the file is a whole model that must fill every key."""
 
     def init_weights(self) -> None:
         """``init_cfg=dict(type='Pretrained', checkpoint=...)`` accepts the

@@ -16,6 +16,8 @@ from torch.utils.checkpoint import checkpoint
 from mmsparx.archs.sparx import (ALIASES, ARCH_DEFAULTS, ARCH_SETTINGS,
                                  resolve_arch, stage_ganglia)
 from mmsparx.archs.sparx_connections import STAGE_INPUT, connection_plan
+from mmsparx.converters.detect import CheckpointError
+from mmsparx.converters.loading import rename_authors_keys
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,
                                             is_official_layout)
 
@@ -154,6 +156,22 @@ class SparXMamba(FourStageBackbone):
             str(i): make_out_norm(out_norm, channels[i])
             for i in out_indices})
         self._freeze_stages()
+        # The authors' whole-model files (their COCO / ADE20K checkpoints:
+        # ``backbone.*`` in their key names) then load through any loader:
+        # mmengine's load_from and load_checkpoint, torch's load_state_dict.
+        self._register_load_state_dict_pre_hook(self._authors_keys_hook)
+
+    def _authors_keys_hook(self, state_dict: Dict[str, Tensor], prefix: str,
+                           *args) -> None:
+        self.adapt_loaded_keys(state_dict, prefix)
+
+    def adapt_loaded_keys(self, state_dict: Dict[str, Tensor],
+                          prefix: str = '') -> bool:
+        """Rename in place the keys under ``prefix`` when they are in the
+        authors' layout; whether they were. A file that cannot be right
+        (another variant, learned DMCA scales where none are learned, or
+        the reverse) is refused here: mmengine's loader would only warn."""
+        return rename_authors_keys(self, state_dict, prefix)
 
     def ganglia(self, stage: int) -> List[int]:
         """Ganglion layer indices of ``stage`` under this arch."""
@@ -200,11 +218,28 @@ class SparXMamba(FourStageBackbone):
         return super().may_be_missing(key) or (
             self.dmca_scale == 'learned' and key.endswith('.in_proj.scale'))
 
-    def check_checkpoint(self, state: Dict[str, Tensor]) -> None:
+    def check_checkpoint(self, state: Dict[str, Tensor],
+                         whole: bool = False) -> None:
+        """Learned DMCA scales in the file need ``dmca_scale='learned'``;
+        a whole model (``whole``: a detector's or segmentor's file, meant to
+        fill every key) without them cannot fill a 'learned' backbone."""
         scales = [k for k in state if k.endswith('.in_proj.scale')]
         if scales and self.dmca_scale != 'learned':
-            raise ValueError(
+            raise CheckpointError(
                 f'the checkpoint holds {len(scales)} learned DMCA softmax '
                 f'scales ({scales[0]}, ...), as the authors\' detection '
                 "models do; build the backbone with dmca_scale='learned' to "
                 'use them (ignoring them changes every ganglion layer)')
+        learned = any(k.endswith('.in_proj.scale')
+                      for k, _ in self.named_parameters())
+        if whole and learned and not scales:
+            raise CheckpointError(
+                'the checkpoint holds no learned DMCA softmax scales '
+                "(op.scale), as the authors' classification and ADE20K "
+                "(UperNet) models, but this backbone has dmca_scale='learned'"
+                " (their COCO detection model): build it with dmca_scale="
+                "'input' for this file, load their COCO file "
+                '(maskrcnn_sparx_mamba_*_coco.pth), or start from this file '
+                "through the backbone's init_cfg=dict(type='Pretrained', "
+                'checkpoint=...), where the scales start from their initial '
+                'value')
