@@ -1,6 +1,7 @@
 """mmsparx: SparX, SpaRTAN and SparseSwin backbones for OpenMMLab."""
 import os
 import os.path as osp
+import shutil
 import sys
 
 from setuptools import find_packages, setup
@@ -66,12 +67,66 @@ def scan_extensions() -> dict:
     return dict(ext_modules=exts, cmdclass=dict(build_ext=OptionalBuild))
 
 
+# What `mim` looks for inside an installed package: the configs it trains
+# (`mim train mmsparx CONFIG`), the tools it runs and the model index it
+# searches and downloads from.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
+
+
+def add_mim_extension() -> None:
+    """Put ``MIM_FILES`` into ``mmsparx/.mim`` (as mmdet's setup.py does).
+
+    Editable installs (``pip install -e .``: setuptools' ``editable_wheel``,
+    or the old ``develop``) get relative symlinks, so an edited config is
+    what mim sees; wheel and sdist builds get copies, which ``package_data``
+    ships. A copy build keeps a symlink that already points at the source:
+    the build follows it into real files, and the checkout's editable
+    install keeps seeing live files. Other setup.py commands leave
+    ``mmsparx/.mim`` alone.
+    """
+    commands = set(sys.argv[1:])
+    if commands & {'develop', 'editable_wheel'}:
+        mode = 'copy' if os.name == 'nt' else 'symlink'  # no symlinks there
+    elif commands & {'sdist', 'bdist_wheel', 'build', 'build_py', 'install'}:
+        mode = 'copy'
+    else:
+        return
+    mim_path = osp.join(HERE, 'mmsparx', '.mim')
+    os.makedirs(mim_path, exist_ok=True)
+    for name in MIM_FILES:
+        src = osp.join(HERE, name)
+        if not osp.exists(src):  # a build from an sdist: its .mim copies
+            continue
+        dst = osp.join(mim_path, name)
+        link = osp.relpath(src, mim_path)
+        if osp.islink(dst) and os.readlink(dst) == link and osp.exists(dst):
+            continue  # already live (both modes)
+        if osp.islink(dst) or osp.isfile(dst):
+            os.remove(dst)
+        elif osp.isdir(dst):
+            shutil.rmtree(dst)
+        if mode == 'symlink':
+            os.symlink(link, dst)
+        elif osp.isdir(src):
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
+                '__pycache__', '*.pyc'))
+        else:
+            shutil.copyfile(src, dst)
+
+
+add_mim_extension()
+
 setup(
     name='mmsparx',
     version=version(),
     description='SparX, SpaRTAN and SparseSwin backbones for mmdet, mmseg '
     'and mmpretrain',
     packages=find_packages(include=['mmsparx', 'mmsparx.*']),
+    package_data={'mmsparx': [
+        '.mim/model-index.yml',
+        '.mim/configs/**/*.py', '.mim/configs/**/*.yml',
+        '.mim/configs/**/*.md',
+        '.mim/tools/**/*.py', '.mim/tools/**/*.sh']},
     python_requires='>=3.8',
     install_requires=requirements('runtime.txt'),
     extras_require=dict(
