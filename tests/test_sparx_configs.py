@@ -1,11 +1,11 @@
-"""The SparX-Mamba configs train on generated data with the real runners."""
+"""The SparX-Mamba configs' recipes, and the 3x config trained with
+tools/dist_train.sh. (Every config trains one iteration and evaluates in
+test_config_matrix.py.)"""
 import os.path as osp
 
-import torch
 from mmengine.config import Config
 
-from conftest import ROOT, coco_paper_options, load_test_config
-from mmsparx.cli import build_runner, prepare_device
+from conftest import ROOT
 
 SMALL_DET = [
     dict(type='LoadImageFromFile'),
@@ -21,51 +21,6 @@ SMALL_TEST = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',
                                           'img_shape', 'scale_factor')),
 ]
-
-
-def test_maskrcnn_sparx_t_3x_trains_two_iterations(coco_root, tmp_path):
-    config = osp.join(ROOT, 'configs', 'maskrcnn_sparx_t_3x.py')
-    options = coco_paper_options(coco_root)
-    options.pop('train_dataloader.dataset.pipeline.2.scale')
-    cfg = load_test_config(config, options, tmp_path)
-    cfg.train_dataloader.dataset.pipeline = SMALL_DET
-    cfg.train_dataloader.update(num_workers=0, persistent_workers=False)
-    cfg.val_dataloader.update(num_workers=0, persistent_workers=False)
-    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
-    runner = build_runner(cfg, config, prepare_device(cfg))
-    assert type(runner.model.backbone).__name__ == 'SparXMamba'
-    runner.train()
-    assert runner.iter == 2
-    loss = runner.message_hub.get_scalar('train/loss').current()
-    assert torch.isfinite(torch.tensor(loss))
-    assert 'val/coco/segm_mAP' in runner.message_hub.log_scalars
-
-
-def test_imagenet_config_trains_two_iterations(imagenet_root, tmp_path):
-    config = osp.join(ROOT, 'configs', 'sparx',
-                      'sparx-mamba-t_16xb128_in1k.py')
-    cfg = load_test_config(config, None, tmp_path)
-    small = [dict(type='LoadImageFromFile'),
-             dict(type='RandomResizedCrop', scale=64),
-             dict(type='PackInputs')]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].update(batch_size=6, num_workers=0,
-                           persistent_workers=False)
-        cfg[loader].dataset.update(
-            data_root=imagenet_root, pipeline=small,
-            classes=osp.join(imagenet_root, 'meta', 'classes.txt'))
-    cfg.model.head.num_classes = 4
-    cfg.data_preprocessor.num_classes = 4
-    cfg.train_cfg.max_epochs = 1
-    cfg.param_scheduler = [dict(type='LinearLR', start_factor=1e-3,
-                                by_epoch=True, end=1,
-                                convert_to_iter_based=True)]
-    cfg.val_evaluator = dict(type='Accuracy', topk=(1, ))
-    cfg.test_evaluator = cfg.val_evaluator
-    runner = build_runner(cfg, config, prepare_device(cfg))
-    runner.train()
-    assert runner.iter == 2  # 12 images, batch 6
-    assert 'val/accuracy/top1' in runner.message_hub.log_scalars
 
 
 def test_configs_name_the_recipe():

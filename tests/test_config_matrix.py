@@ -1,0 +1,572 @@
+"""Every config under configs/ builds, and every dense and ImageNet config
+trains one iteration and evaluates once through the real runner.
+
+1. ``test_config_builds``: each file (all folders but the partial bases in
+   configs/_base_) loads, names its toolbox, and its model builds through
+   that toolbox's registry (no pretrained file). A 64x64 forward of the
+   backbone gives its real output channels, which the neck / heads must
+   take; the backbone's type, variant and DMCA scale mode are the ones the
+   file name and the paper say.
+2. ``test_*_trains_one_iteration``: each Mask R-CNN, UperNet, Semantic FPN
+   and ImageNet config (ablations included; the demo configs have their own
+   tests) trains one iteration on generated data and then runs its own
+   validation loop and metric (CocoMetric, IoUMetric, Accuracy) on one or
+   two images. The configs run as shipped (schedules, hooks, model) but
+   for the data (and so the detectors' class count), the image sizes in
+   their pipelines, the batch and worker counts and checkpoint writing
+   (off). The runs stop after the first validation, so the schedules are
+   built with the configs' own lengths.
+
+The 3x (multi-scale crop) detectors build the same models as their 1x
+files (only the pipeline and the schedule differ): their models are checked
+by ``test_config_builds`` and their training pipelines by
+``test_3x_train_pipeline``, not trained again. The four top-level files are
+shims of configs in the family folders: they only build and must equal
+their targets.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import glob
+import importlib
+import os
+import os.path as osp
+import re
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+
+from conftest import ROOT, load_test_config
+from mmsparx.cli import build_runner, prepare_device
+
+CONFIG_DIR = osp.join(ROOT, 'configs')
+SCOPE = {'det': 'mmdet', 'seg': 'mmseg', 'cls': 'mmpretrain'}
+# The short top-level paths and the configs they inherit unchanged.
+SHIMS = {
+    'maskrcnn_sparx_t_1x.py': 'sparx/mask-rcnn_sparx-mamba-t_fpn_1x_coco.py',
+    'maskrcnn_sparx_t_3x.py':
+        'sparx/mask-rcnn_sparx-mamba-t_fpn_ms-crop-3x_coco.py',
+    'maskrcnn_spartan_t_1x.py': 'spartan/mask-rcnn_spartan-t_fpn_1x_coco.py',
+    'upernet_spartan_t_160k_ade20k.py':
+        'spartan/upernet_spartan-t_8xb2-160k_ade20k-512x512.py',
+}
+# Variant named in a file name -> (backbone type, depths, output channels),
+# from the papers' tables (SparX Table 1 and 9, SpaRTAN Table I, SparseSwin
+# section 3 with the dense stride-32 map of width e = 512).
+VARIANTS = {
+    'sparx-mamba-t': ('SparXMamba', (2, 2, 7, 2), (96, 192, 320, 512)),
+    'sparx-mamba-s': ('SparXMamba', (2, 2, 17, 2), (96, 192, 328, 544)),
+    'sparx-mamba-b': ('SparXMamba', (2, 2, 21, 3), (120, 240, 396, 636)),
+    'sparx-swin-t': ('SparXSwin', (2, 2, 7, 2), (96, 192, 320, 576)),
+    'sparx-swin-b': ('SparXSwin', (2, 2, 27, 3), (120, 240, 396, 616)),
+    'spartan-xt': ('SpaRTAN', (3, 3, 10, 2), (32, 64, 96, 192)),
+    'spartan-t': ('SpaRTAN', (3, 3, 12, 2), (32, 64, 128, 256)),
+    'sparseswin-t': ('SparseSwin', (2, 2, 6), (96, 192, 384, 512)),
+    'r18': ('ResNet', (2, 2, 2, 2), (64, 128, 256, 512)),
+}
+VARIANT = re.compile('|'.join(VARIANTS))
+# Demo files whose names do not follow the family folders' pattern.
+DEMO_VARIANTS = {'demo/maskrcnn_sparx_t_fpn_shapes.py': 'sparx-mamba-t'}
+# What each ablation's name promises of the built SparX-Mamba-T / SpaRTAN-XT
+# (Table 7: window M, stride S, PlainNet; Table VIII: convolution types).
+T_GANGLIA = ([], [1], [0, 2, 4, 6], [0, 1])
+ABLATIONS = {
+    'm2': dict(window=(2, ) * 4, ganglia=T_GANGLIA),
+    'm4': dict(window=(4, ) * 4, ganglia=T_GANGLIA),
+    's1': dict(window=(3, ) * 4, ganglia=([], [1], list(range(7)), [0, 1])),
+    's3': dict(window=(3, ) * 4, ganglia=([], [1], [0, 3, 6], [0, 1])),
+    's4': dict(window=(3, ) * 4, ganglia=([], [1], [2, 6], [0, 1])),
+    'plainnet': dict(ganglia=([], ) * 4, channels=(96, 192, 384, 576)),
+    'dw': dict(conv_types=('D', ) * 4),
+    'full': dict(conv_types=('F', ) * 4),
+}
+# The published models, where the ablations differ from them.
+PUBLISHED = {
+    'sparx-mamba-t': dict(window=(3, ) * 4, ganglia=T_GANGLIA),
+    'spartan-xt': dict(conv_types=('F', 'F', 'D', 'D')),
+    'spartan-t': dict(conv_types=('F', 'F', 'D', 'D')),
+}
+SPARX = ('SparXMamba', 'SparXSwin')
+SMALL_DET = (160, 128)  # the generated COCO images' own size (w, h)
+SMALL_SEG = 64  # crop side; test images resized to a 64 short side
+SMALL_CLS = 64  # crop side (SparseSwin's classifier needs its 224)
+
+
+def config_names() -> List[str]:
+    """Every config file, relative to configs/, the partial bases left out.
+    """
+    paths = glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True)
+    names = sorted(osp.relpath(p, CONFIG_DIR).replace(os.sep, '/')
+                   for p in paths)
+    return [n for n in names if not n.startswith('_base_/')]
+
+
+def task(name: str) -> str:
+    """'det', 'seg' or 'cls', from the file name."""
+    base = osp.basename(name)
+    if base.startswith(('mask-rcnn_', 'maskrcnn_')):
+        return 'det'
+    if base.startswith(('upernet_', 'fpn_')):
+        return 'seg'
+    return 'cls'
+
+
+def variant(name: str) -> str:
+    """The VARIANTS key a config's file name names."""
+    if name in DEMO_VARIANTS:
+        return DEMO_VARIANTS[name]
+    name = SHIMS.get(name, name)
+    found = VARIANT.search(osp.basename(name))
+    assert found, f'{name}: no known variant in the file name'
+    return found.group(0)
+
+
+def ablation(name: str) -> Optional[str]:
+    """The ABLATIONS key of a configs/*/ablations/ file, else None."""
+    if '/ablations/' not in name:
+        return None
+    rest = osp.basename(name)[VARIANT.search(osp.basename(name)).end():]
+    key = rest.lstrip('-').split('_')[0]
+    assert key in ABLATIONS, f'{name}: unknown ablation {key!r}'
+    return key
+
+
+ALL = config_names()
+TRAINED = [n for n in ALL if '/' in n and not n.startswith('demo/')]
+DET = [n for n in TRAINED if task(n) == 'det' and '3x' not in n]
+DET_3X = [n for n in TRAINED if task(n) == 'det' and '3x' in n]
+SEG = [n for n in TRAINED if task(n) == 'seg']
+CLS = [n for n in TRAINED if task(n) == 'cls']
+
+
+@contextlib.contextmanager
+def memoised_base_lookup() -> Iterator[None]:
+    """Memoise mmengine's lookup of ``mmdet::``-style base paths.
+
+    For every such base mmengine reads each metafile of the package (about
+    400 YAML files for mmdet, 0.2 s per base), only to learn that a base is
+    not a model config. The answer only depends on the arguments, so it is
+    kept; the configs load exactly as without this.
+    """
+    from mmengine.config import config as config_module
+    real = config_module._get_external_cfg_path
+
+    @functools.lru_cache(maxsize=None)
+    def lookup(package_path: str, cfg_file: str) -> Tuple[str, tuple]:
+        try:
+            return real(package_path, cfg_file), ()
+        except ValueError as err:
+            # Only the message is kept: the exception's traceback would
+            # keep every frame (and runner) above it alive.
+            return '', err.args
+
+    def cached(package_path: str, cfg_file: str) -> str:
+        path, error = lookup(package_path, cfg_file)
+        if error:
+            raise ValueError(*error)
+        return path
+
+    config_module._get_external_cfg_path = cached
+    try:
+        yield
+    finally:
+        config_module._get_external_cfg_path = real
+
+
+@contextlib.contextmanager
+def unformatted_config_text() -> Iterator[None]:
+    """Skip yapf's reformatting of ``Config.pretty_text``.
+
+    A runner prints and dumps its config four times; yapf takes about 1 s
+    each, a third of a small run. The text is still generated (and dumped,
+    so a config that cannot be written still fails), only not re-indented.
+    """
+    from mmengine.config import config as config_module
+    real = config_module.FormatCode
+    config_module.FormatCode = lambda text, **kwargs: (text, False)
+    try:
+        yield
+    finally:
+        config_module.FormatCode = real
+
+
+@pytest.fixture(scope='module', autouse=True)
+def fast_config_handling() -> Iterator[None]:
+    with memoised_base_lookup(), unformatted_config_text():
+        yield
+
+
+@pytest.fixture
+def free_runner() -> Iterator[None]:
+    """Collect the test's runner after it: runners sit in reference cycles
+    that Python frees late, and a B model with its optimiser is 1-2 GB
+    (the file peaks near 6 GB without this, 3 GB with it)."""
+    yield
+    gc.collect()
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(osp.join(CONFIG_DIR, name))
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    """The config's model through its toolbox's registry, as the Runner
+    builds it (a top-level data_preprocessor merged in), no pretrained
+    file."""
+    from mmengine.registry import DefaultScope
+    model = cfg.model
+    model.backbone.init_cfg = None
+    if cfg.get('data_preprocessor') is not None:
+        model.setdefault('data_preprocessor', cfg.data_preprocessor)
+    registry = importlib.import_module(f'{cfg.default_scope}.registry')
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return registry.MODELS.build(model)
+
+
+def output_shapes(backbone: torch.nn.Module) -> List[Tuple[int, ...]]:
+    """(C, H, W) or (C, ) of each output for one 64x64 image (224x224 for
+    the SparseSwin classifier, whose token map is learned for that size)."""
+    side = 224 if type(backbone).__name__ == 'SparseSwin' else 64
+    backbone.eval()
+    with torch.no_grad():
+        outs = backbone(torch.rand(1, 3, side, side))
+    if isinstance(outs, torch.Tensor):
+        outs = (outs, )
+    return [tuple(o.shape[1:]) for o in outs]
+
+
+def arch_facts(backbone: torch.nn.Module) -> Dict[str, tuple]:
+    """What the built backbone is: its depths and, where it has them, its
+    ganglion layers, windows (M) and convolution types."""
+    arch = getattr(backbone, 'arch', {})
+    facts = {}
+    if 'depths' in arch:
+        facts['depths'] = tuple(arch['depths'])
+    if hasattr(backbone, 'ganglia'):
+        facts['ganglia'] = tuple(backbone.ganglia(i) for i in range(4))
+        facts['window'] = tuple(arch['window'])
+    if 'conv_types' in arch:
+        facts['conv_types'] = tuple(arch['conv_types'])
+    return facts
+
+
+def expected_facts(name: str) -> dict:
+    """The facts ``arch_facts`` must give for the config ``name``."""
+    key = variant(name)
+    facts = dict(depths=VARIANTS[key][1], **PUBLISHED.get(key, {}))
+    facts.update(ABLATIONS.get(ablation(name), {}))
+    facts.pop('channels', None)
+    if key == 'r18':
+        facts.pop('depths')  # ResNet has no arch dict
+    return facts
+
+
+def expected_channels(name: str) -> Tuple[int, ...]:
+    """The output widths of the named variant (or ablation)."""
+    return ABLATIONS.get(ablation(name), {}).get(
+        'channels', VARIANTS[variant(name)][2])
+
+
+def check_heads(name: str, cfg: Config, model: torch.nn.Module,
+                real: Tuple[int, ...]) -> None:
+    """The neck / heads take the backbone's real widths; the class counts
+    are the datasets' (COCO 80, ADE20K 150, ImageNet 1000, ...)."""
+    kind = task(name)
+    if kind == 'det':
+        assert type(model).__name__ == 'MaskRCNN'
+        assert tuple(cfg.model.neck.in_channels) == real
+        assert model.roi_head.bbox_head.num_classes == (
+            3 if name.startswith('demo/') else 80)
+    elif kind == 'seg':
+        head = cfg.model.decode_head
+        assert model.decode_head.num_classes == 150
+        if head.type == 'UPerHead':
+            assert tuple(head.in_channels) == real
+            assert cfg.model.auxiliary_head.in_channels == real[2]
+        else:
+            assert head.type == 'FPNHead'
+            assert tuple(cfg.model.neck.in_channels) == real
+    else:
+        assert type(model).__name__ == (
+            'SparseSwinClassifier' if variant(name) == 'sparseswin-t'
+            else 'ImageClassifier')
+        assert cfg.model.head.in_channels == real[0]
+        classes = {'cifar10': 10, 'cifar100': 100, 'in100': 100}
+        assert model.head.num_classes == classes.get(
+            name[:-3].rsplit('_', 1)[-1], 1000)
+        # Mixup / CutMix and the one-hot labels need the same count.
+        assert cfg.data_preprocessor.num_classes == model.head.num_classes
+
+
+@pytest.mark.parametrize('name', ALL)
+def test_config_builds(name):
+    cfg = load(name)
+    kind = task(name)
+    assert cfg.default_scope == SCOPE[kind], name
+    assert 'mmsparx' in cfg.custom_imports['imports']
+    model = build_model(cfg)
+    backbone = model.backbone
+    family = VARIANTS[variant(name)][0]
+    dense = kind != 'cls'
+    if family == 'SparseSwin' and dense:
+        family = 'SparseSwinDense'
+    assert type(backbone).__name__.startswith(family)
+    facts, expected = arch_facts(backbone), expected_facts(name)
+    assert {key: facts.get(key) for key in expected} == expected
+    shapes = output_shapes(backbone)
+    real = tuple(s[0] for s in shapes)
+    if dense:
+        assert real == expected_channels(name)
+        assert [s[1:] for s in shapes] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    else:
+        assert real == expected_channels(name)[-1:]
+    check_heads(name, cfg, model, real)
+    if family in SPARX and not name.startswith('demo/'):
+        # The authors' detector learns DMCA's softmax scale; their
+        # classifiers and segmenters compute it from each input.
+        mode = 'learned' if kind == 'det' else 'input'
+        assert backbone.dmca_scale == mode
+        learned = [k for k, _ in backbone.named_parameters()
+                   if k.endswith('in_proj.scale')]
+        ganglia = sum(len(g) for g in arch_facts(backbone)['ganglia'])
+        assert len(learned) == (ganglia if mode == 'learned' else 0)
+
+
+@pytest.mark.parametrize('shim', sorted(SHIMS))
+def test_shim_is_its_target(shim):
+    assert shim in ALL
+    assert load(shim).to_dict() == load(SHIMS[shim]).to_dict()
+
+
+def test_every_config_is_covered():
+    """Every trained file is in exactly one run list; nothing unmatched."""
+    assert sorted(DET + DET_3X + SEG + CLS) == sorted(TRAINED)
+    assert len(DET_3X) == 5 and all(
+        n.replace('ms-crop-3x', '1x') in DET for n in DET_3X)
+    assert {SHIMS[s] for s in SHIMS} <= set(TRAINED)
+
+
+class OneStep(Hook):
+    """Records the first training batch's input sizes and ends training
+    after the first validation (the configs' schedules keep their lengths;
+    the loop just stops)."""
+
+    def __init__(self) -> None:
+        self.input_sizes: List[Tuple[int, ...]] = []
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        if not self.input_sizes:
+            self.input_sizes = [tuple(x.shape) for x in data_batch['inputs']]
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        runner.train_loop.stop_training = True
+
+
+def set_transform(pipeline: list, kind: str, **fields) -> None:
+    """Update the (one) transform of type ``kind`` in ``pipeline``."""
+    found = [t for t in pipeline if t['type'] == kind]
+    assert len(found) == 1, (kind, [t['type'] for t in pipeline])
+    found[0].update(fields)
+
+
+def small_loaders(cfg: Config, train_batch: int, val_images: int) -> None:
+    """One training batch, ``val_images`` validation images, no workers."""
+    cfg.train_dataloader.update(batch_size=train_batch, num_workers=0,
+                                persistent_workers=False)
+    cfg.train_dataloader.dataset.indices = train_batch
+    cfg.val_dataloader.update(batch_size=min(val_images, 2), num_workers=0,
+                              persistent_workers=False)
+    cfg.val_dataloader.dataset.indices = val_images
+    # A serialised dataset runs gc.collect() (0.5 s here); it only saves
+    # memory with several workers.
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.dataset.serialize_data = False
+    cfg.test_dataloader = cfg.val_dataloader
+
+
+def quiet_checkpoints(cfg: Config) -> Optional[str]:
+    """No checkpoint files (a B model and its optimiser are over 1 GB);
+    returns the metric the config keeps the best checkpoint by."""
+    hook = cfg.default_hooks.checkpoint
+    save_best = hook.get('save_best')
+    hook.update(interval=-1, save_last=False, save_best=None)
+    return save_best
+
+
+def train_once(cfg: Config, name: str) -> Tuple[object, OneStep]:
+    """Build the runner as tools/train.py does, train to the first
+    validation, check one finite step was taken and what the config asks
+    of BatchNorms, frozen stages and loss terms; returns the runner and the
+    hook that saw the step."""
+    cfg.train_cfg.val_interval = 1
+    cfg.default_hooks.logger.interval = 1
+    cfg.randomness = dict(seed=0)
+    sync_bn = cfg.get('sync_bn')
+    changes = prepare_device(cfg)
+    if sync_bn and not torch.cuda.is_available():
+        assert f'sync_bn: {sync_bn} -> None' in changes
+    runner = build_runner(cfg, name, changes)
+    step = OneStep()
+    runner.register_hook(step, priority='LOWEST')
+    runner.train()
+    assert runner.iter == 1 and step.input_sizes
+    scalars = runner.message_hub.log_scalars
+    loss = scalars['train/loss'].current()
+    assert torch.isfinite(torch.tensor(loss)), loss
+    backbone = runner.model.backbone
+    if getattr(backbone, 'norm_eval', False):
+        # BatchNorms keep their (ImageNet) statistics: never updated.
+        norms = [m for m in backbone.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert norms and all(int(m.num_batches_tracked) == 0 for m in norms)
+    frozen = getattr(backbone, 'frozen_stages', -1)
+    if frozen > 0:
+        stages = [stage.blocks for stage in backbone.stages]
+        assert not any(p.requires_grad
+                       for p in stages[frozen - 1].parameters())
+        assert all(p.requires_grad for p in stages[frozen].parameters())
+    if cfg.model.get('attn_reg'):
+        # SparseSwin's attention regulariser: off (0) or a part of the loss.
+        reg = scalars['train/loss_attn_reg'].current()
+        if cfg.model.attn_reg.loss_weight == 0:
+            assert reg == 0
+        else:
+            assert 0 < reg < loss
+    return runner, step
+
+
+def val_metrics(runner) -> Dict[str, float]:
+    return {k[4:]: v.current()
+            for k, v in runner.message_hub.log_scalars.items()
+            if k.startswith('val/')}
+
+
+def coco_data(cfg: Config, root: str) -> None:
+    """The generated COCO set (3 shape classes) in place of COCO."""
+    shapes = dict(classes=('rectangle', 'ellipse', 'triangle'))
+    for loader, split in (('train_dataloader', 'train'),
+                          ('val_dataloader', 'val')):
+        cfg[loader].dataset.update(
+            data_root=root + '/', metainfo=shapes,
+            ann_file=f'annotations/instances_{split}.json',
+            data_prefix=dict(img=f'{split}/'))
+    cfg.val_evaluator.ann_file = osp.join(root, 'annotations',
+                                          'instances_val.json')
+    cfg.test_evaluator = cfg.val_evaluator
+
+
+@pytest.mark.parametrize('name', DET)
+def test_det_trains_one_iteration(name, coco_root, tmp_path,
+                                  free_runner):
+    cfg = load_test_config(osp.join(CONFIG_DIR, name), None, tmp_path)
+    coco_data(cfg, coco_root)
+    small_loaders(cfg, train_batch=2, val_images=1)
+    set_transform(cfg.train_dataloader.dataset.pipeline, 'Resize',
+                  scale=SMALL_DET)
+    set_transform(cfg.val_dataloader.dataset.pipeline, 'Resize',
+                  scale=SMALL_DET)
+    model = cfg.model
+    model.backbone.init_cfg = None
+    model.roi_head.bbox_head.num_classes = 3
+    model.roi_head.mask_head.num_classes = 3
+    save_best = quiet_checkpoints(cfg)
+    runner, step = train_once(cfg, name)
+    assert all(s[1] <= 128 and s[2] <= 160 for s in step.input_sizes)
+    metrics = val_metrics(runner)
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metrics)
+    assert save_best in (None, 'auto')
+
+
+@pytest.mark.parametrize('name', DET_3X)
+def test_3x_train_pipeline(name, coco_root):
+    """The multi-scale crop pipeline, at its real scales, on the generated
+    images: every sample ends with a short side of 480..800 (step 32)."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import set_random_seed
+    cfg = load(name)
+    assert cfg.train_cfg.max_epochs == 36
+    assert cfg.param_scheduler[1].milestones == [27, 33]
+    coco_data(cfg, coco_root)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dataset = DATASETS.build(cfg.train_dataloader.dataset)
+    set_random_seed(0)
+    for index in (0, 1, 2, 3, 0, 1):
+        sample = dataset[index]
+        height, width = sample['inputs'].shape[1:]
+        assert min(height, width) in range(480, 801, 32), (height, width)
+
+
+def ade_data(cfg: Config, root: str) -> None:
+    """The generated ADE20K set at a 64x64 crop."""
+    crop = (SMALL_SEG, SMALL_SEG)
+    cfg.model.backbone.init_cfg = None
+    cfg.model.data_preprocessor.size = crop
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].dataset.data_root = root
+    train = cfg.train_dataloader.dataset.pipeline
+    set_transform(train, 'RandomResize', scale=(4 * SMALL_SEG, SMALL_SEG))
+    set_transform(train, 'RandomCrop', crop_size=crop)
+    set_transform(cfg.val_dataloader.dataset.pipeline, 'Resize',
+                  scale=(4 * SMALL_SEG, SMALL_SEG))
+
+
+@pytest.mark.parametrize('name', SEG)
+def test_seg_trains_one_iteration(name, ade_root, tmp_path,
+                                  free_runner):
+    cfg = load_test_config(osp.join(CONFIG_DIR, name), None, tmp_path)
+    ade_data(cfg, ade_root)
+    small_loaders(cfg, train_batch=2, val_images=1)
+    save_best = quiet_checkpoints(cfg)
+    runner, step = train_once(cfg, name)
+    assert all(max(s) <= SMALL_SEG for s in step.input_sizes)
+    metrics = val_metrics(runner)
+    assert 'mIoU' in metrics
+    assert save_best is None or save_best in metrics
+
+
+def imagenet_data(cfg: Config, root: str, side: int) -> None:
+    """The generated ImageNet-format set (32x32 images, 4 classes) with
+    crops of ``side``; the heads keep their classes. CIFAR configs read it
+    too (their pipelines take decoded arrays: it gets a loader first)."""
+    classes = osp.join(root, 'meta', 'classes.txt')
+    for loader, split in (('train_dataloader', 'train'),
+                          ('val_dataloader', 'val')):
+        dataset = cfg[loader].dataset
+        pipeline = dataset.pipeline
+        if pipeline[0]['type'] != 'LoadImageFromFile':
+            pipeline.insert(0, dict(type='LoadImageFromFile'))
+        cfg[loader].dataset = dict(type='ImageNet', data_root=root,
+                                   split=split, classes=classes,
+                                   pipeline=pipeline)
+    train = cfg.train_dataloader.dataset.pipeline
+    test = cfg.val_dataloader.dataset.pipeline
+    set_transform(train, 'RandomResizedCrop', scale=side)
+    types = [t['type'] for t in test]
+    if 'CenterCrop' in types:
+        set_transform(test, 'ResizeEdge', scale=side * 8 // 7)
+        set_transform(test, 'CenterCrop', crop_size=side)
+    else:
+        set_transform(test, 'Resize', scale=(side, side))
+
+
+@pytest.mark.parametrize('name', CLS)
+def test_cls_trains_one_iteration(name, imagenet_root, tmp_path,
+                                  free_runner):
+    cfg = load_test_config(osp.join(CONFIG_DIR, name), None, tmp_path)
+    side = 224 if cfg.model.backbone.type == 'SparseSwin' else SMALL_CLS
+    cfg.model.backbone.init_cfg = None
+    imagenet_data(cfg, imagenet_root, side)
+    small_loaders(cfg, train_batch=2, val_images=2)
+    quiet_checkpoints(cfg)
+    runner, step = train_once(cfg, name)
+    assert step.input_sizes == [(3, side, side)] * 2
+    metrics = val_metrics(runner)
+    topk = cfg.val_evaluator.topk
+    assert {f'accuracy/top{k}' for k in topk} <= set(metrics)
