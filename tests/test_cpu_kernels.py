@@ -67,3 +67,35 @@ def test_pointwise_conv_is_a_1x1_convolution():
         last = x.detach().contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(conv(last), expected.detach(), rtol=1e-5,
                                    atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize('kernel,bias', [(3, True), (5, False)])
+@pytest.mark.parametrize('size', [(1, 1), (2, 13), (9, 7), (30, 29)])
+@pytest.mark.parametrize('grads', ['both', 'input', 'weight'])
+def test_depthwise_training_kernel_gives_pytorch_gradients(kernel, bias, size,
+                                                           grads):
+    """Training runs the C++ convolution and its backward; output and
+    gradients equal PyTorch's convolution computed in float64."""
+    torch.manual_seed(0)
+    conv = DepthwiseConv(6, kernel, bias=bias)
+    conv.requires_grad_(grads != 'input')
+    x = torch.randn(2, 6, *size, requires_grad=grads != 'weight')
+    assert conv._trains_on_kernel(x)
+    out = conv(x)
+    assert type(out.grad_fn).__name__ == '_DepthwiseFnBackward'
+    grad_out = torch.randn_like(out)
+    wanted = [t for t in (x, conv.weight, conv.bias)
+              if t is not None and t.requires_grad]
+    got = torch.autograd.grad(out, wanted, grad_out)
+    ref_in = [t.detach().double().requires_grad_(t.requires_grad)
+              if t is not None else None for t in (x, conv.weight, conv.bias)]
+    ref = F.conv2d(ref_in[0], ref_in[1], ref_in[2], padding=kernel // 2,
+                   groups=6)
+    ref_grads = torch.autograd.grad(
+        ref, [t for t in ref_in if t is not None and t.requires_grad],
+        grad_out.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for grad, ref_grad in zip(got, ref_grads):
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4,
+                                   atol=1e-4)

@@ -163,19 +163,21 @@ def make_cross_inputs(b, d, h, w, n, r=3, seed=0):
 
 
 @pytest.mark.parametrize('backend', [b for d, b in FAST if d == 'cpu'])
-@pytest.mark.parametrize('size', [(3, 5, 1), (1, 7, 2), (6, 1, 1), (4, 4, 3)])
+@pytest.mark.parametrize('size', [(3, 5, 1, 3), (1, 7, 2, 3), (6, 1, 1, 3),
+                                  (4, 4, 3, 3), (3, 4, 1, 37)])
 def test_cross_selective_scan_matches_scan_per_direction(backend, size):
     # The reference: four explicit sequences through the per-token loop.
-    h, w, n = size
-    inputs = make_cross_inputs(2, 3, h, w, n)
+    # 37 channels: the CPU backward sums B/C gradients in chunks of 16.
+    h, w, n, d = size
+    inputs = make_cross_inputs(2, d, h, w, n)
     x, low = inputs['x'], inputs['dt_low']
     delta = torch.einsum('kdr,bkrl->bkdl', inputs['dt_weight'], low)
     ref = cross_merge(selective_scan_reference(
-        cross_scan(x).reshape(2, 12, h * w),
-        directional(delta, h, w).reshape(2, 12, h * w),
+        cross_scan(x).reshape(2, 4 * d, h * w),
+        directional(delta, h, w).reshape(2, 4 * d, h * w),
         inputs['A'], directional(inputs['B'], h, w),
         directional(inputs['C'], h, w), inputs['D'], inputs['delta_bias'],
-        delta_softplus=True).view(2, 4, 3, h * w), h, w)
+        delta_softplus=True).view(2, 4, d, h * w), h, w)
     out = cross_selective_scan(**inputs, delta_softplus=True,
                                backend=backend)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

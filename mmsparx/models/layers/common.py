@@ -40,21 +40,54 @@ class PointwiseConv(nn.Conv2d):
 _ACTS = {None: 0, 'gelu': 1, 'silu': 2}
 
 
+class _DepthwiseFn(torch.autograd.Function):
+    """dwconv(x) + bias with the C++ kernels both ways (CPU training):
+    PyTorch's CPU depthwise backward was a fifth of a SparX-Mamba-T step."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor,
+                bias: Optional[Tensor]) -> Tensor:
+        from mmsparx.ops.selective_scan import _cpu_kernel
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _cpu_kernel().depthwise_conv_act(
+            x, weight, weight.new_empty(0) if bias is None else bias, False,
+            0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        from mmsparx.ops.selective_scan import _cpu_kernel
+        x, weight = ctx.saved_tensors
+        need_weight = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        gx, gw, gb = _cpu_kernel().depthwise_conv_backward(
+            grad.contiguous(), x, weight, ctx.needs_input_grad[0],
+            need_weight)
+        return (gx if ctx.needs_input_grad[0] else None,
+                gw if ctx.needs_input_grad[1] else None,
+                gb if ctx.has_bias and ctx.needs_input_grad[2] else None)
+
+
 class DepthwiseConv(nn.Conv2d):
     """A depthwise k x k convolution (``nn.Conv2d`` parameters and keys)
     whose ``fused`` call computes ``act(x + conv(x))`` or ``act(conv(x))``.
 
     On CPU in inference (no gradient recorded, float32, no autocast, maps of
     at least 28x28) that is one C++ pass over the map (``mmsparx/ops/csrc/depthwise_cpu.cpp``)
-    instead of oneDNN's reorders plus separate add and activation passes;
-    everywhere else, and whenever autograd needs the graph, the same
-    function from PyTorch ops.
+    instead of oneDNN's reorders plus separate add and activation passes.
+    In CPU training (float32, no autocast) the convolution and its
+    gradients are C++ kernels and the residual and activation autograd's;
+    everywhere else the same function from PyTorch ops.
     """
 
     def __init__(self, channels: int, kernel_size: int, bias: bool = True):
         super().__init__(channels, channels, kernel_size,
                          padding=kernel_size // 2, groups=channels,
                          bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._trains_on_kernel(x):
+            return _DepthwiseFn.apply(x, self.weight, self.bias)
+        return super().forward(x)
 
     def fused(self, x: Tensor, residual: bool = False,
               act: Optional[str] = None) -> Tensor:
@@ -74,19 +107,29 @@ class DepthwiseConv(nn.Conv2d):
     # 28x28, 3.3x at 56x56).
     MIN_KERNEL_PIXELS = 28 * 28
 
-    def _kernel_applies(self, x: Tensor) -> bool:
+    def _cpu_float(self, x: Tensor) -> bool:
+        """Where the kernels compute exactly this layer's function."""
         if x.device.type != 'cpu' or x.dtype != torch.float32 or \
-                x.dim() != 4 or \
-                x.shape[-2] * x.shape[-1] < self.MIN_KERNEL_PIXELS or \
+                self.weight.dtype != torch.float32 or x.dim() != 4 or \
                 not x.is_contiguous() or torch.jit.is_tracing() or \
                 torch.is_autocast_enabled('cpu'):
             return False
-        if torch.is_grad_enabled() and (x.requires_grad or
-                                        self.weight.requires_grad):
-            return False
         from mmsparx.ops.selective_scan import _cpu_kernel
         kernel = _cpu_kernel()
-        return kernel is not None and hasattr(kernel, 'depthwise_conv_act')
+        return kernel is not None and hasattr(kernel,
+                                              'depthwise_conv_backward')
+
+    def _records_grad(self, x: Tensor) -> bool:
+        return torch.is_grad_enabled() and (x.requires_grad or
+                                            self.weight.requires_grad)
+
+    def _kernel_applies(self, x: Tensor) -> bool:
+        return x.dim() == 4 and \
+            x.shape[-2] * x.shape[-1] >= self.MIN_KERNEL_PIXELS and \
+            not self._records_grad(x) and self._cpu_float(x)
+
+    def _trains_on_kernel(self, x: Tensor) -> bool:
+        return self._records_grad(x) and self._cpu_float(x)
 
 
 class DropPath(nn.Module):

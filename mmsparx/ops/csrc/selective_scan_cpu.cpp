@@ -41,9 +41,10 @@ void check_float(const at::Tensor& t, const char* name) {
 
 // Per-thread buffers for one sequence of length L.
 struct Scratch {
-  std::vector<float> u, raw, dt, decay, drive, states, g, gu;
+  std::vector<float> u, raw, dt, decay, drive, states, g, gu, gh;
   explicit Scratch(int64_t L)
-      : u(L), raw(L), dt(L), decay(L), drive(L), states(L), g(L), gu(L) {}
+      : u(L), raw(L), dt(L), decay(L), drive(L), states(L), g(L), gu(L),
+        gh(L) {}
 };
 
 // One sequence: u, raw (delta before bias), B and C (N rows of L) given.
@@ -75,20 +76,35 @@ void forward_row(int64_t L, int64_t N, const float* u, const float* raw,
 }
 
 // Gradients of one sequence given g = dLoss/dy: writes gu, graw (delta
-// before bias), gB, gC (N rows of L), gA (N); returns gskip and gbias.
+// before bias), gA (N), adds into gB, gC (N rows of L: rows that share B
+// and C sum there); returns gskip and gbias.
+//
+// Everything that does not depend on the previous step runs in passes the
+// compiler vectorises (the exps through glibc's vector math); only two
+// loops are sequential, one fused multiply-add per step each: the states
+// (recomputed) and the reverse recurrence of their gradient.
 void backward_row(int64_t L, int64_t N, const float* u, const float* raw,
                   const float* B, const float* C, const float* g,
                   const float* A, float bias, float skip, bool use_softplus,
                   Scratch& s, float* gu, float* graw, float* gB, float* gC,
                   float* gA, float& gskip, float& gbias) {
-  gskip = 0.f;
+  float* dt = s.dt.data();
+  float* decay = s.decay.data();
+  float* drive = s.drive.data();
+  float* states = s.states.data();
+  float* gh = s.gh.data();
+  if (use_softplus) {
+    for (int64_t t = 0; t < L; ++t) dt[t] = softplus(raw[t] + bias);
+  } else {
+    for (int64_t t = 0; t < L; ++t) dt[t] = raw[t] + bias;
+  }
+  float skip_sum = 0.f;
   for (int64_t t = 0; t < L; ++t) {
-    const float x = raw[t] + bias;
-    s.dt[t] = use_softplus ? softplus(x) : x;
     gu[t] = g[t] * skip;
-    gskip += g[t] * u[t];
+    skip_sum += g[t] * u[t];
     graw[t] = 0.f;
   }
+  gskip = skip_sum;
   for (int64_t n = 0; n < N; ++n) {
     const float a = A[n];
     const float* Bn = B + n * L;
@@ -96,33 +112,44 @@ void backward_row(int64_t L, int64_t N, const float* u, const float* raw,
     float* gBn = gB + n * L;
     float* gCn = gC + n * L;
     for (int64_t t = 0; t < L; ++t) {
-      s.decay[t] = std::exp(s.dt[t] * a);
-      s.drive[t] = s.dt[t] * Bn[t] * u[t];
+      decay[t] = std::exp(dt[t] * a);
+      drive[t] = dt[t] * Bn[t] * u[t];
     }
     float h = 0.f;
     for (int64_t t = 0; t < L; ++t) {  // recompute the states
-      h = s.decay[t] * h + s.drive[t];
-      s.states[t] = h;
+      h = std::fma(decay[t], h, drive[t]);
+      states[t] = h;
     }
-    // carry = a_{t+1} * dLoss/dh_{t+1}: the reverse recurrence.
-    float carry = 0.f, ga = 0.f;
+    // dLoss/dh_t = g_t C_t + a_{t+1} dLoss/dh_{t+1}: the direct part
+    // first, then the carry in reverse (drive now holds a_t g_t C_t).
+    for (int64_t t = 0; t < L; ++t) {
+      gh[t] = g[t] * Cn[t];
+      drive[t] = decay[t] * gh[t];
+    }
+    float carry = 0.f;
     for (int64_t t = L - 1; t >= 0; --t) {
-      const float gh = g[t] * Cn[t] + carry;
-      const float prev = t ? s.states[t - 1] : 0.f;
-      gCn[t] = g[t] * s.states[t];
-      gBn[t] = gh * s.dt[t] * u[t];
-      gu[t] += gh * s.dt[t] * Bn[t];
-      graw[t] += gh * (a * s.decay[t] * prev + Bn[t] * u[t]);
-      ga += gh * s.dt[t] * s.decay[t] * prev;
-      carry = s.decay[t] * gh;
+      gh[t] += carry;
+      carry = std::fma(decay[t], carry, drive[t]);
+    }
+    // With h_{t-1} known for every step, the rest is element-wise.
+    float ga = 0.f;
+    for (int64_t t = 0; t < L; ++t) {
+      const float prev = t ? states[t - 1] : 0.f;
+      const float ghdt = gh[t] * dt[t];
+      const float dprev = decay[t] * prev;
+      gCn[t] += g[t] * states[t];
+      gBn[t] += ghdt * u[t];
+      gu[t] += ghdt * Bn[t];
+      graw[t] += gh[t] * (a * dprev + Bn[t] * u[t]);
+      ga += ghdt * dprev;
     }
     gA[n] = ga;
   }
-  gbias = 0.f;
-  for (int64_t t = 0; t < L; ++t) {
-    if (use_softplus) graw[t] *= sigmoid(raw[t] + bias);
-    gbias += graw[t];
-  }
+  if (use_softplus)
+    for (int64_t t = 0; t < L; ++t) graw[t] *= sigmoid(raw[t] + bias);
+  float bias_sum = 0.f;
+  for (int64_t t = 0; t < L; ++t) bias_sum += graw[t];
+  gbias = bias_sum;
 }
 
 }  // namespace
@@ -172,8 +199,8 @@ std::vector<at::Tensor> scan_backward(
   const int64_t N = A.size(1), groups = B.size(1), per_group = dim / groups;
   auto gu = at::empty_like(u), gdelta = at::empty_like(delta);
   auto gA_rows = at::empty({batch, dim, N}, u.options());
-  auto gB_rows = at::empty({batch, dim, N, L}, u.options());
-  auto gC_rows = at::empty({batch, dim, N, L}, u.options());
+  auto gB_rows = at::zeros({batch, dim, N, L}, u.options());
+  auto gC_rows = at::zeros({batch, dim, N, L}, u.options());
   auto gD_rows = at::empty({batch, dim}, u.options());
   auto gbias_rows = at::empty({batch, dim}, u.options());
   const float *pg = grad_y.data_ptr<float>(), *pu = u.data_ptr<float>();
@@ -205,6 +232,9 @@ std::vector<at::Tensor> scan_backward(
 }
 
 namespace {
+
+// Channels whose B / C gradients one task sums before they go to memory.
+constexpr int64_t kChannelsPerChunk = 16;
 
 struct CrossDims {
   int64_t batch, dim, L, N, R;
@@ -315,9 +345,13 @@ std::vector<at::Tensor> cross_scan_backward(
   auto gx = at::zeros_like(x);
   auto graw = at::empty({batch, 4, dim, L}, x.options());
   auto gA_rows = at::empty({batch, 4, dim, N}, x.options());
-  // Per-row B and C gradients, summed over d afterwards.
-  auto gB_rows = at::empty({batch, 4, dim, N, L}, x.options());
-  auto gC_rows = at::empty({batch, 4, dim, N, L}, x.options());
+  // B and C gradients summed per chunk of channels, then over the chunks:
+  // one (N, L) slice per row would write and re-read b*4*d*N*L floats
+  // (77 MB at SparX-T's stage 1, batch 8), a quarter of the backward.
+  const int64_t chunk = kChannelsPerChunk;
+  const int64_t chunks = (dim + chunk - 1) / chunk;
+  auto gB_part = at::zeros({batch, chunks, 4, N, L}, x.options());
+  auto gC_part = at::zeros({batch, chunks, 4, N, L}, x.options());
   auto gD_rows = at::empty({batch, 4, dim}, x.options());
   auto gbias_rows = at::empty({batch, 4, dim}, x.options());
   const float *pg = grad_y.data_ptr<float>(), *px = x.data_ptr<float>();
@@ -326,37 +360,42 @@ std::vector<at::Tensor> cross_scan_backward(
   const float* pC = C.data_ptr<float>();
   const float* pD = given(D) ? D.data_ptr<float>() : nullptr;
   const float* pbias = given(bias) ? bias.data_ptr<float>() : nullptr;
-  at::parallel_for(0, batch * dim, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     Scratch s(L);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t b = row / dim, d = row % dim;
-      const float* xr = px + row * L;
-      const float* gr = pg + row * L;
-      float* gxr = gx.data_ptr<float>() + row * L;
-      for (int k = 0; k < 4; ++k) {
-        const int64_t kd = k * dim + d, bk = b * 4 + k;
-        const int64_t krow = bk * dim + d;
-        walk(k, H, W, [&](int64_t t, int64_t p) {
-          s.u[t] = xr[p];
-          s.g[t] = gr[p];
-        });
-        project(L, R, pw + kd * R, plow + bk * R * L, s.raw.data());
-        backward_row(L, N, s.u.data(), s.raw.data(), pB + bk * N * L,
-                     pC + bk * N * L, s.g.data(), pA + kd * N,
-                     pbias ? pbias[kd] : 0.f, pD ? pD[kd] : 0.f,
-                     use_softplus, s, s.gu.data(),
-                     graw.data_ptr<float>() + krow * L,
-                     gB_rows.data_ptr<float>() + krow * N * L,
-                     gC_rows.data_ptr<float>() + krow * N * L,
-                     gA_rows.data_ptr<float>() + krow * N,
-                     gD_rows.data_ptr<float>()[krow],
-                     gbias_rows.data_ptr<float>()[krow]);
-        walk(k, H, W, [&](int64_t t, int64_t p) { gxr[p] += s.gu[t]; });
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / chunks, part = task % chunks;
+      const int64_t d_end = std::min(dim, (part + 1) * chunk);
+      for (int64_t d = part * chunk; d < d_end; ++d) {
+        const int64_t row = b * dim + d;
+        const float* xr = px + row * L;
+        const float* gr = pg + row * L;
+        float* gxr = gx.data_ptr<float>() + row * L;
+        for (int k = 0; k < 4; ++k) {
+          const int64_t kd = k * dim + d, bk = b * 4 + k;
+          const int64_t krow = bk * dim + d;
+          const int64_t slice = (task * 4 + k) * N * L;
+          walk(k, H, W, [&](int64_t t, int64_t p) {
+            s.u[t] = xr[p];
+            s.g[t] = gr[p];
+          });
+          project(L, R, pw + kd * R, plow + bk * R * L, s.raw.data());
+          backward_row(L, N, s.u.data(), s.raw.data(), pB + bk * N * L,
+                       pC + bk * N * L, s.g.data(), pA + kd * N,
+                       pbias ? pbias[kd] : 0.f, pD ? pD[kd] : 0.f,
+                       use_softplus, s, s.gu.data(),
+                       graw.data_ptr<float>() + krow * L,
+                       gB_part.data_ptr<float>() + slice,
+                       gC_part.data_ptr<float>() + slice,
+                       gA_rows.data_ptr<float>() + krow * N,
+                       gD_rows.data_ptr<float>()[krow],
+                       gbias_rows.data_ptr<float>()[krow]);
+          walk(k, H, W, [&](int64_t t, int64_t p) { gxr[p] += s.gu[t]; });
+        }
       }
     }
   });
-  return {gx, graw, gA_rows.sum(0).view({4 * dim, N}), gB_rows.sum(2),
-          gC_rows.sum(2), gD_rows.sum(0).view({4 * dim}),
+  return {gx, graw, gA_rows.sum(0).view({4 * dim, N}), gB_part.sum(1),
+          gC_part.sum(1), gD_rows.sum(0).view({4 * dim}),
           gbias_rows.sum(0).view({4 * dim})};
 }
 
@@ -364,11 +403,18 @@ std::vector<at::Tensor> cross_scan_backward(
 at::Tensor depthwise_conv_act(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& bias, bool residual,
                               int64_t act);
+std::vector<at::Tensor> depthwise_conv_backward(const at::Tensor& grad,
+                                                const at::Tensor& x,
+                                                const at::Tensor& weight,
+                                                bool need_input,
+                                                bool need_weight);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmsparx CPU kernels: fused selective scan, depthwise conv";
   m.def("depthwise_conv_act", &depthwise_conv_act,
         "act(x + dwconv(x)) or act(dwconv(x)), inference only");
+  m.def("depthwise_conv_backward", &depthwise_conv_backward,
+        "gradients of dwconv(x) + bias: input, weight, bias");
   m.def("forward", &scan_forward, "selective scan forward");
   m.def("backward", &scan_backward, "selective scan backward");
   m.def("cross_forward", &cross_scan_forward,
