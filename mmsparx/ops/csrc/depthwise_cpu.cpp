@@ -19,6 +19,25 @@ namespace {
 
 enum Act : int64_t { kNone = 0, kGelu = 1, kSilu = 2 };
 
+// Calls f(tap, dy, dx, i0, i1, j0, j1) for each tap of a k x k kernel with
+// padding k / 2: output rows [i0, i1) and columns [j0, j1) are those whose
+// input (i + dy, j + dx) lies inside the H x W map. Tap by tap over a whole
+// (cache-resident) plane gives long inner loops.
+template <typename F>
+inline void for_each_tap(int64_t k, int64_t H, int64_t W, F f) {
+  const int64_t pad = k / 2;
+  for (int64_t ki = 0; ki < k; ++ki) {
+    const int64_t dy = ki - pad;
+    const int64_t i0 = std::max<int64_t>(0, -dy);
+    const int64_t i1 = std::min<int64_t>(H, H - dy);
+    for (int64_t kj = 0; kj < k; ++kj) {
+      const int64_t dx = kj - pad;
+      f(ki * k + kj, dy, dx, i0, i1, std::max<int64_t>(0, -dx),
+        std::min<int64_t>(W, W - dx));
+    }
+  }
+}
+
 }  // namespace
 
 at::Tensor depthwise_conv_act(const at::Tensor& x, const at::Tensor& weight,
@@ -35,7 +54,7 @@ at::Tensor depthwise_conv_act(const at::Tensor& x, const at::Tensor& weight,
                   weight.size(2) % 2 == 1,
               "depthwise_conv_act: weight must be (C, 1, k, k), k odd");
   TORCH_CHECK(act >= kNone && act <= kSilu, "depthwise_conv_act: act");
-  const int64_t k = weight.size(2), pad = k / 2;
+  const int64_t k = weight.size(2);
   auto w = weight.contiguous().to(at::kFloat);
   auto b = bias.defined() && bias.numel() ? bias.contiguous().to(at::kFloat)
                                           : at::Tensor();
@@ -52,24 +71,16 @@ at::Tensor depthwise_conv_act(const at::Tensor& x, const at::Tensor& weight,
       float* out = py + plane * plane_size;
       const float start = pb ? pb[c] : 0.f;
       for (int64_t p = 0; p < plane_size; ++p) out[p] = start;
-      // Tap by tap over the whole (cache-resident) plane: long inner loops.
-      for (int64_t ki = 0; ki < k; ++ki) {
-        const int64_t dy = ki - pad;
-        const int64_t i0 = std::max<int64_t>(0, -dy);
-        const int64_t i1 = std::min<int64_t>(H, H - dy);
-        for (int64_t kj = 0; kj < k; ++kj) {
-          const float wt = wc[ki * k + kj];
-          const int64_t dx = kj - pad;
-          // Output columns whose input column j + dx is inside the map.
-          const int64_t j0 = std::max<int64_t>(0, -dx);
-          const int64_t j1 = std::min<int64_t>(W, W - dx);
-          for (int64_t i = i0; i < i1; ++i) {
-            float* o = out + i * W;
-            const float* line = in + (i + dy) * W + dx;
-            for (int64_t j = j0; j < j1; ++j) o[j] += wt * line[j];
-          }
+      for_each_tap(k, H, W, [&](int64_t tap, int64_t dy, int64_t dx,
+                                int64_t i0, int64_t i1, int64_t j0,
+                                int64_t j1) {
+        const float wt = wc[tap];
+        for (int64_t i = i0; i < i1; ++i) {
+          float* o = out + i * W;
+          const float* line = in + (i + dy) * W + dx;
+          for (int64_t j = j0; j < j1; ++j) o[j] += wt * line[j];
         }
-      }
+      });
       if (residual)
         for (int64_t p = 0; p < plane_size; ++p) out[p] += in[p];
       if (act == kGelu) {
@@ -101,7 +112,7 @@ std::vector<at::Tensor> depthwise_conv_backward(const at::Tensor& grad,
               "depthwise_conv_backward: x and grad must be contiguous "
               "float32 (B, C, H, W) tensors of one shape");
   const int64_t batch = x.size(0), C = x.size(1), H = x.size(2),
-                W = x.size(3), k = weight.size(2), pad = k / 2;
+                W = x.size(3), k = weight.size(2);
   TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C &&
                   weight.size(1) == 1 && weight.size(3) == k && k % 2 == 1,
               "depthwise_conv_backward: weight must be (C, 1, k, k), k odd");
@@ -118,22 +129,16 @@ std::vector<at::Tensor> depthwise_conv_backward(const at::Tensor& grad,
         const float* wc = pw + (plane % C) * k * k;
         const float* g = pg + plane * plane_size;
         float* gin = pgx + plane * plane_size;
-        for (int64_t ki = 0; ki < k; ++ki) {
-          const int64_t dy = ki - pad;
-          const int64_t i0 = std::max<int64_t>(0, -dy);
-          const int64_t i1 = std::min<int64_t>(H, H - dy);
-          for (int64_t kj = 0; kj < k; ++kj) {
-            const float wt = wc[ki * k + kj];
-            const int64_t dx = kj - pad;
-            const int64_t j0 = std::max<int64_t>(0, -dx);
-            const int64_t j1 = std::min<int64_t>(W, W - dx);
-            for (int64_t i = i0; i < i1; ++i) {
-              const float* gl = g + i * W;
-              float* line = gin + (i + dy) * W + dx;
-              for (int64_t j = j0; j < j1; ++j) line[j] += wt * gl[j];
-            }
+        for_each_tap(k, H, W, [&](int64_t tap, int64_t dy, int64_t dx,
+                                  int64_t i0, int64_t i1, int64_t j0,
+                                  int64_t j1) {
+          const float wt = wc[tap];
+          for (int64_t i = i0; i < i1; ++i) {
+            const float* gl = g + i * W;
+            float* line = gin + (i + dy) * W + dx;
+            for (int64_t j = j0; j < j1; ++j) line[j] += wt * gl[j];
           }
-        }
+        });
       }
     });
   }
@@ -151,23 +156,17 @@ std::vector<at::Tensor> depthwise_conv_backward(const at::Tensor& grad,
           float bias_sum = 0.f;
           for (int64_t p = 0; p < plane_size; ++p) bias_sum += g[p];
           pgb[c] += bias_sum;
-          for (int64_t ki = 0; ki < k; ++ki) {
-            const int64_t dy = ki - pad;
-            const int64_t i0 = std::max<int64_t>(0, -dy);
-            const int64_t i1 = std::min<int64_t>(H, H - dy);
-            for (int64_t kj = 0; kj < k; ++kj) {
-              const int64_t dx = kj - pad;
-              const int64_t j0 = std::max<int64_t>(0, -dx);
-              const int64_t j1 = std::min<int64_t>(W, W - dx);
-              float acc = 0.f;
-              for (int64_t i = i0; i < i1; ++i) {
-                const float* gl = g + i * W;
-                const float* line = in + (i + dy) * W + dx;
-                for (int64_t j = j0; j < j1; ++j) acc += gl[j] * line[j];
-              }
-              wsum[ki * k + kj] += acc;
+          for_each_tap(k, H, W, [&](int64_t tap, int64_t dy, int64_t dx,
+                                    int64_t i0, int64_t i1, int64_t j0,
+                                    int64_t j1) {
+            float acc = 0.f;
+            for (int64_t i = i0; i < i1; ++i) {
+              const float* gl = g + i * W;
+              const float* line = in + (i + dy) * W + dx;
+              for (int64_t j = j0; j < j1; ++j) acc += gl[j] * line[j];
             }
-          }
+            wsum[tap] += acc;
+          });
         }
       }
     });

@@ -75,6 +75,32 @@ void forward_row(int64_t L, int64_t N, const float* u, const float* raw,
   }
 }
 
+// With h_{t-1} and dLoss/dh_t known for every step, the gradients are
+// element-wise: adds them into gB, gC, gu, graw and returns A's. The
+// buffers never overlap (restrict), so the loop vectorises.
+inline float step_grads(int64_t L, float a, const float* __restrict__ g,
+                        const float* __restrict__ u,
+                        const float* __restrict__ B,
+                        const float* __restrict__ dt,
+                        const float* __restrict__ decay,
+                        const float* __restrict__ states,
+                        const float* __restrict__ gh, float* __restrict__ gB,
+                        float* __restrict__ gC, float* __restrict__ gu,
+                        float* __restrict__ graw) {
+  float ga = 0.f;
+  for (int64_t t = 0; t < L; ++t) {
+    const float prev = t ? states[t - 1] : 0.f;
+    const float ghdt = gh[t] * dt[t];
+    const float dprev = decay[t] * prev;
+    gC[t] += g[t] * states[t];
+    gB[t] += ghdt * u[t];
+    gu[t] += ghdt * B[t];
+    graw[t] += gh[t] * (a * dprev + B[t] * u[t]);
+    ga += ghdt * dprev;
+  }
+  return ga;
+}
+
 // Gradients of one sequence given g = dLoss/dy: writes gu, graw (delta
 // before bias), gA (N), adds into gB, gC (N rows of L: rows that share B
 // and C sum there); returns gskip and gbias.
@@ -131,19 +157,8 @@ void backward_row(int64_t L, int64_t N, const float* u, const float* raw,
       gh[t] += carry;
       carry = std::fma(decay[t], carry, drive[t]);
     }
-    // With h_{t-1} known for every step, the rest is element-wise.
-    float ga = 0.f;
-    for (int64_t t = 0; t < L; ++t) {
-      const float prev = t ? states[t - 1] : 0.f;
-      const float ghdt = gh[t] * dt[t];
-      const float dprev = decay[t] * prev;
-      gCn[t] += g[t] * states[t];
-      gBn[t] += ghdt * u[t];
-      gu[t] += ghdt * Bn[t];
-      graw[t] += gh[t] * (a * dprev + Bn[t] * u[t]);
-      ga += ghdt * dprev;
-    }
-    gA[n] = ga;
+    gA[n] = step_grads(L, a, g, u, Bn, dt, decay, states, gh, gBn, gCn, gu,
+                       graw);
   }
   if (use_softplus)
     for (int64_t t = 0; t < L; ++t) graw[t] *= sigmoid(raw[t] + bias);
