@@ -98,7 +98,9 @@ step "mmsparx (editable)"
 "${PIP[@]}" install --no-deps --no-build-isolation -e . \
     || fail "pip install -e . failed; check setup.py."
 
-if [ "$CUDA" = 1 ]; then
+# MMSPARX_NO_MAMBA=1 skips mamba-ssm (a CUDA build of many minutes): the
+# GPU check (tools/analysis/gpu_check.sh) runs without it.
+if [ "$CUDA" = 1 ] && [ "${MMSPARX_NO_MAMBA:-0}" != 1 ]; then
     step "optional CUDA extras (mamba-ssm)"
     "${PIP[@]}" install -r requirements/cuda.txt \
         || echo "[setup] mamba-ssm did not install; the scan falls back to the Triton/PyTorch backends."
