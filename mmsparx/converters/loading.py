@@ -131,6 +131,24 @@ def misfit(filename: str, info: CheckpointInfo, backbone: nn.Module,
             'checkpoint; the key lists are in the log.')
 
 
+def require_fit(backbone: nn.Module, state: Dict[str, Tensor], source: str,
+                info: CheckpointInfo, logger='current') -> None:
+    """Raise :class:`CheckpointError` (another family by name, else why
+    the file does not fit; the full key lists to the log) unless ``state``
+    fills ``backbone``: every key but those it ``may_be_missing``, each at
+    its shape."""
+    from mmengine.logging import print_log
+    may_be_missing = getattr(backbone, 'may_be_missing',
+                             lambda key: key.startswith('out_norms.'))
+    problems = fit_problems(backbone, state, may_be_missing)
+    if problems.missing or problems.mismatched:
+        print_log(f'{type(backbone).__name__}: {source} does not fit: '
+                  f'{problems.summary(limit=None)}', logger=logger,
+                  level=logging.WARNING)
+        check_family(source, info, backbone)
+        raise CheckpointError(misfit(source, info, backbone, problems))
+
+
 def load_backbone(backbone: nn.Module, filename: str,
                   convert: Optional[Callable[[Dict[str, Tensor]],
                                              Dict[str, Tensor]]] = None,
@@ -155,14 +173,7 @@ def load_backbone(backbone: nn.Module, filename: str,
     if convert is not None and is_official is not None and is_official(state):
         state = convert(state)
     state, unused = split_prefix(state, prefix)
-    may_be_missing = getattr(backbone, 'may_be_missing',
-                             lambda key: key.startswith('out_norms.'))
-    problems = fit_problems(backbone, state, may_be_missing)
-    if problems.missing or problems.mismatched:
-        print_log(f'{type(backbone).__name__}: {filename} does not fit: '
-                  f'{problems.summary(limit=None)}', logger=logger,
-                  level=logging.WARNING)
-        raise CheckpointError(misfit(filename, info, backbone, problems))
+    require_fit(backbone, state, filename, info, logger)
     check = getattr(backbone, 'check_checkpoint', None)
     if check is not None:
         check(state)
@@ -201,14 +212,7 @@ def rename_authors_keys(backbone: nn.Module, state: Dict[str, Tensor],
         raise conversion_failed(source, err) from err
     own = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
            for k, v in converted.items()}
-    problems = fit_problems(backbone, own, backbone.may_be_missing)
-    if problems.missing or problems.mismatched:
-        print_log(f'{type(backbone).__name__}: the authors\' keys {source} '
-                  f'do not fit: {problems.summary(limit=None)}',
-                  logger='current', level=logging.WARNING)
-        info = detect_checkpoint(inner)
-        check_family(source, info, backbone)
-        raise CheckpointError(misfit(source, info, backbone, problems))
+    require_fit(backbone, own, source, detect_checkpoint(inner))
     backbone.check_checkpoint(own, whole=True)
     for key in [k for k in state if k.startswith(prefix)]:
         del state[key]

@@ -99,22 +99,31 @@ class DummyForward(nn.Module):
         return outs
 
 
-def attention_products(analyzer, model: nn.Module, prefix: str) -> int:
-    """FLOPs of DMCA's attention products (its matmuls)."""
+def papers_flops(module: nn.Module, inputs: tuple,
+                 with_attention: bool = False) -> int:
+    """FLOPs of ``module(*inputs)`` as the papers count them: mmengine's
+    jit counter (1 multiply-add = 1 FLOP), without DMCA's attention
+    products (its matmuls) unless ``with_attention``. Call it under
+    ``torch.no_grad()``."""
+    from mmengine.analysis import FlopAnalyzer
+
     from mmsparx.models.layers import DMCA
-    by_module = analyzer.by_module_and_operator()
-    return sum(by_module.get(prefix + name, {}).get('matmul', 0)
-               for name, module in model.named_modules()
-               if isinstance(module, DMCA))
+    analyzer = FlopAnalyzer(module, inputs)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    total = analyzer.total()
+    if not with_attention:
+        by_module = analyzer.by_module_and_operator()
+        total -= sum(by_module.get(name, {}).get('matmul', 0)
+                     for name, sub in module.named_modules()
+                     if isinstance(sub, DMCA))
+    return int(total)
 
 
 def count_config(config: str, size: Optional[Sequence[int]] = None,
                  with_attention: bool = False,
                  flops: bool = True) -> dict:
     """{'params', 'flops', 'input'} of the model a config builds."""
-    from mmengine.analysis import FlopAnalyzer
-
-    import mmsparx  # noqa: F401  registers the scan's FLOP handle
     model, scope, cfg = load_model(config)
     params = sum(p.numel() for p in model.parameters())
     if size is None:
@@ -123,15 +132,10 @@ def count_config(config: str, size: Optional[Sequence[int]] = None,
     result = dict(params=params, flops=None, input=list(size))
     if not flops:
         return result
-    dummy = DummyForward(model, scope, size)
     with torch.no_grad():
-        analyzer = FlopAnalyzer(dummy, (torch.zeros(1, 3, *size), ))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        total = analyzer.total()
-        if not with_attention:
-            total -= attention_products(analyzer, model, 'model.')
-    result['flops'] = int(total)
+        result['flops'] = papers_flops(DummyForward(model, scope, size),
+                                       (torch.zeros(1, 3, *size), ),
+                                       with_attention)
     return result
 
 

@@ -86,29 +86,29 @@ def _split(text: str, path: str):
     return head, rest.split(END, 1)[1]
 
 
-def stale_readmes(root: str) -> List[str]:
-    """READMEs whose table is not what their metafile renders to."""
-    stale = []
+def _regenerated(root: str) -> Dict[str, str]:
+    """README path -> its text with the table its metafile renders to, for
+    the READMEs where that differs from the file."""
+    out = {}
     for readme, table in readme_tables(root).items():
         with open(osp.join(root, readme)) as f:
             text = f.read()
         head, tail = _split(text, readme)
-        if text != f'{head}{BEGIN}\n{table}\n{END}{tail}':
-            stale.append(readme)
-    return stale
+        new = f'{head}{BEGIN}\n{table}\n{END}{tail}'
+        if new != text:
+            out[readme] = new
+    return out
+
+
+def stale_readmes(root: str) -> List[str]:
+    """READMEs whose table is not what their metafile renders to."""
+    return list(_regenerated(root))
 
 
 def update_readmes(root: str) -> List[str]:
     """Rewrite each README's table from its metafile; the changed ones."""
-    changed = []
-    for readme, table in readme_tables(root).items():
-        path = osp.join(root, readme)
-        with open(path) as f:
-            text = f.read()
-        head, tail = _split(text, readme)
-        new = f'{head}{BEGIN}\n{table}\n{END}{tail}'
-        if new != text:
-            with open(path, 'w') as f:
-                f.write(new)
-            changed.append(readme)
-    return changed
+    changed = _regenerated(root)
+    for readme, text in changed.items():
+        with open(osp.join(root, readme), 'w') as f:
+            f.write(text)
+    return list(changed)

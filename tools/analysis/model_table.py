@@ -21,29 +21,19 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 import torch  # noqa: E402
 
 from mmsparx.cli import json_stdout  # noqa: E402
+from mmsparx.model_zoo.complexity import papers_flops  # noqa: E402
 from mmsparx.models.variants import (VARIANTS, build_classifier,  # noqa
                                      model_names)
 
 
 def count(name: str, height: int, width: int,
           with_attention: bool = False, train_mode: bool = False) -> dict:
-    from mmengine.analysis import FlopAnalyzer
-
-    from mmsparx.models.layers import DMCA
     model = build_classifier(name).train(train_mode)
     params = sum(p.numel() for p in model.parameters())
     image = torch.zeros(1, 3, height, width)
     with torch.no_grad():
-        analyzer = FlopAnalyzer(model, (image, None, 'tensor'))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        flops = analyzer.total()
-        if not with_attention:
-            by_module = analyzer.by_module_and_operator()
-            for module_name, module in model.named_modules():
-                if isinstance(module, DMCA):
-                    flops -= by_module.get(module_name, {}).get('matmul', 0)
-    return dict(name=name, params=params, flops=int(flops),
+        flops = papers_flops(model, (image, None, 'tensor'), with_attention)
+    return dict(name=name, params=params, flops=flops,
                 input=[height, width],
                 mode='train' if train_mode else 'eval')
 
