@@ -12,6 +12,9 @@
   without the auxiliary head, mmpretrain's backbone + neck + head.
 * Input: 800x1280 for COCO detectors, 512x2048 for ADE20K segmentors (the
   papers' sizes), the test crop for classifiers.
+* RT-DETR is counted as its paper (and the SpaRTAN paper's Table III after
+  it) does: at 640x640, two FLOPs per multiply-add (R18vd: 61.2 G); the
+  deformable attention's bilinear sampling is not counted (no op handle).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from torch import Tensor, nn
 
 PAPER_INPUTS = {'mmdet': (800, 1280), 'mmseg': (512, 2048)}
 NUM_PROPOSALS, NUM_MASK_PROPOSALS = 1000, 100
+# Detector type -> the input and FLOP unit its paper counts with.
+CONVENTIONS = {'RTDETR': dict(input=(640, 640), flops_per_mac=2)}
 
 
 def load_model(config: str) -> Tuple[nn.Module, str, object]:
@@ -126,16 +131,18 @@ def count_config(config: str, size: Optional[Sequence[int]] = None,
     """{'params', 'flops', 'input'} of the model a config builds."""
     model, scope, cfg = load_model(config)
     params = sum(p.numel() for p in model.parameters())
+    convention = CONVENTIONS.get(type(model).__name__, {})
     if size is None:
-        size = PAPER_INPUTS.get(scope) or classifier_input(cfg)
+        size = (convention.get('input') or PAPER_INPUTS.get(scope)
+                or classifier_input(cfg))
     size = (int(size[0]), int(size[1]))
     result = dict(params=params, flops=None, input=list(size))
     if not flops:
         return result
     with torch.no_grad():
-        result['flops'] = papers_flops(DummyForward(model, scope, size),
-                                       (torch.zeros(1, 3, *size), ),
-                                       with_attention)
+        result['flops'] = convention.get('flops_per_mac', 1) * papers_flops(
+            DummyForward(model, scope, size), (torch.zeros(1, 3, *size), ),
+            with_attention)
     return result
 
 
