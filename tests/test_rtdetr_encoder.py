@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mmsparx.models.detectors.aifi import (AIFI, AIFILayer,
                                            sincos_position_embedding_2d)
-from mmsparx.models.detectors.conv_norm import ConvNormAct, make_activation
+from mmsparx.models.layers.conv_norm import ConvNormAct, make_activation
 from mmsparx.models.detectors.csp_rep_layer import CSPRepLayer, RepVGGBlock
 from mmsparx.models.detectors.hybrid_encoder import HybridEncoder
 

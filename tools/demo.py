@@ -48,7 +48,6 @@ def main() -> None:
                'instances_val.json']
     if args.epochs:
         options += [f'train_cfg.max_epochs={args.epochs}',
-                    f'train_cfg.val_interval={args.epochs}',
                     f'default_hooks.checkpoint.interval={args.epochs}']
     env = dict(os.environ, PYTHON=sys.executable)
     train = [osp.join('tools', 'dist_train.sh'), args.config,
@@ -64,10 +63,15 @@ def main() -> None:
     picture = osp.join(args.work_dir, 'predictions.png')
     draw_predictions(args.config, checkpoint, options,
                      osp.join(args.data_root, 'val', '000000.jpg'), picture)
-    print(f'[demo] bbox mAP {metrics["coco/bbox_mAP"]:.3f}, '
-          f'segm mAP {metrics["coco/segm_mAP"]:.3f} (COCO metric, '
-          f'pycocotools, {args.num_val} val images)')
-    print(f'[demo] predictions drawn in {picture}')
+    curves = osp.join(args.work_dir, 'curves.png')
+    draw_training_curves(args.work_dir, curves, args.config)
+    found = ', '.join(f'{kind} mAP {metrics[f"coco/{kind}_mAP"]:.3f}'
+                      for kind in ('bbox', 'segm')
+                      if f'coco/{kind}_mAP' in metrics)
+    print(f'[demo] {found} (COCO metric, pycocotools, {args.num_val} val '
+          'images)')
+    print(f'[demo] predictions drawn in {picture}, loss and mAP per epoch '
+          f'in {curves}')
     print(f'[demo] wall time {time.time() - start:.0f} s (training '
           f'{trained - start:.0f} s)')
 
@@ -95,6 +99,13 @@ def evaluate(config: str, checkpoint: str, work_dir: str,
     cfg.load_from = checkpoint
     cfg.launcher = 'none'
     return build_runner(cfg, config, prepare_device(cfg)).test()
+
+
+def draw_training_curves(work_dir: str, out_file: str, config: str) -> None:
+    """The loss per logged iteration and bbox mAP per validation."""
+    from mmsparx.curves import draw_curves, read_curves, scalars_file
+    curves = read_curves(scalars_file(work_dir))
+    draw_curves(curves, out_file, title=osp.basename(config))
 
 
 def draw_predictions(config: str, checkpoint: str, options: list,

@@ -1,7 +1,9 @@
 """Key converters from the authors' published checkpoints to mmsparx."""
 from .sparseswin import convert_sparseswin, to_official_layout
+from .rtdetr import convert_rtdetr, is_rtdetr_layout
 from .spartan import convert_spartan, is_spartan_layout
 from .sparx_mamba import convert_sparx_mamba, is_official_layout
 
 __all__ = ['convert_sparx_mamba', 'is_official_layout', 'convert_spartan',
-           'is_spartan_layout', 'convert_sparseswin', 'to_official_layout']
+           'is_spartan_layout', 'convert_sparseswin', 'to_official_layout',
+           'convert_rtdetr', 'is_rtdetr_layout']

@@ -27,6 +27,22 @@ _READ_ERRORS = (RuntimeError, EOFError, KeyError, ValueError,
                 pickle.UnpicklingError)
 
 
+def read_checkpoint_file(filename: str):
+    """The unpickled file, read by the one safe loader.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is truncated, not a torch checkpoint, or
+            holds objects safe loading refuses (one line each).
+    """
+    try:
+        return load_checkpoint_file(filename)
+    except FileNotFoundError:
+        raise
+    except _READ_ERRORS as err:
+        raise CheckpointError(_read_failure(filename, err)) from err
+
+
 def read_state_dict(filename: str) -> Dict[str, Tensor]:
     """The tensors of a checkpoint file (its ``state_dict`` / ``model``).
 
@@ -35,12 +51,7 @@ def read_state_dict(filename: str) -> Dict[str, Tensor]:
         CheckpointError: the file is truncated, not a torch checkpoint,
             holds objects safe loading refuses, or holds no tensors.
     """
-    try:
-        checkpoint = load_checkpoint_file(filename)
-    except FileNotFoundError:
-        raise
-    except _READ_ERRORS as err:
-        raise CheckpointError(_read_failure(filename, err)) from err
+    checkpoint = read_checkpoint_file(filename)
     try:  # a state dict, one under the usual keys, or a pickled module
         state = tensors_of(state_dict_of(checkpoint))
     except TypeError as err:

@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from .detect import (FAMILIES, CheckpointError, detect_checkpoint,
                      detect_family, tensors_of)
-from .loading import _READ_ERRORS, _read_failure
 
 # official prefix -> mmsparx prefix (a whole RTDETR detector)
 PREFIXES: Tuple[Tuple[str, str], ...] = (
@@ -88,15 +87,6 @@ class Conversion:
 
 
 # -- the file -----------------------------------------------------------------
-def read_official_file(filename: str):
-    """The unpickled file, read by the one safe loader; a damaged or
-    foreign file is refused in one line (:class:`CheckpointError`)."""
-    from mmsparx.checkpoint import load_checkpoint_file
-    try:
-        return load_checkpoint_file(filename)
-    except _READ_ERRORS as err:
-        raise CheckpointError(_read_failure(filename, err)) from err
-
 
 def unwrap(checkpoint: Mapping, weights: str = 'auto'
            ) -> Tuple[Dict[str, Tensor], str]:

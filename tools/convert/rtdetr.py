@@ -36,11 +36,11 @@ from mmsparx.checkpoint import fit_problems  # noqa: E402
 from mmsparx.converters.detect import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, exit_with,
-                                        load_strictly, summarize)
+                                        load_strictly,
+                                        read_checkpoint_file, summarize)
 from mmsparx.converters.rtdetr import (Conversion,  # noqa: E402
                                        convert_rtdetr, describe,
-                                       fit_to_model, misfit_message,
-                                       read_official_file)
+                                       fit_to_model, misfit_message)
 from mmsparx.hooks.safe_checkpoint import write_atomically  # noqa: E402
 
 
@@ -131,7 +131,7 @@ def convert_file(src: str, dst: str, config: Optional[str] = None,
     if config is not None and not osp.isfile(config):
         raise CheckpointError(f'config {config} does not exist: give the '
                               'path of an RT-DETR config.')
-    checkpoint = read_official_file(src)
+    checkpoint = read_checkpoint_file(src)
     try:
         conversion = convert_rtdetr(checkpoint, weights)
     except CheckpointError as err:  # its messages say "the state dict"

@@ -29,23 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mmsparx.archs.presnet import STAGE_STRIDES, resolve_depth
 
-
-class ConvNorm(nn.Module):
-    """Conv (no bias, padding ``(k - 1) // 2``) -> BN -> optional ReLU; the
-    official ``ConvNormLayer`` (keys ``conv.weight``, ``norm.*``)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 stride: int = 1, relu: bool = False):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                              padding=(kernel_size - 1) // 2, bias=False)
-        self.norm = nn.BatchNorm2d(out_channels)
-        # In place is safe: the input is BN's output, which autograd keeps
-        # no reference to.
-        self.act = nn.ReLU(inplace=True) if relu else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.norm(self.conv(x)))
+from ..layers.conv_norm import ConvNormAct
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -110,12 +94,12 @@ def make_shortcut(in_channels: int, out_channels: int, stride: int,
     """The projection shortcut: 1x1 ConvBN, after a 2x2 average pool when
     ``avg_down`` and the block downsamples (variant d)."""
     if stride == 1 or not avg_down:
-        return ConvNorm(in_channels, out_channels, 1, stride)
+        return ConvNormAct(in_channels, out_channels, 1, stride)
     # ceil_mode: an odd map's last row/column is pooled alone, which keeps
     # the shortcut's size equal to the 3x3/s2 branch's ceil(n / 2).
     return nn.Sequential(OrderedDict(
         pool=nn.AvgPool2d(2, 2, 0, ceil_mode=True),
-        conv=ConvNorm(in_channels, out_channels, 1, 1)))
+        conv=ConvNormAct(in_channels, out_channels, 1, 1)))
 
 
 class BasicBlock(nn.Module):
@@ -128,8 +112,9 @@ class BasicBlock(nn.Module):
                  stride_on_3x3: bool = True):
         super().__init__()
         del stride_on_3x3  # one signature for both blocks; no 1x1 here
-        self.branch2a = ConvNorm(in_channels, channels, 3, stride, relu=True)
-        self.branch2b = ConvNorm(channels, channels, 3, 1)
+        self.branch2a = ConvNormAct(in_channels, channels, 3, stride,
+                                    act='relu')
+        self.branch2b = ConvNormAct(channels, channels, 3, 1)
         self.short = (make_shortcut(in_channels, channels, stride, avg_down)
                       if project else nn.Identity())
         self.act = nn.ReLU(inplace=True)
@@ -150,10 +135,11 @@ class BottleNeck(nn.Module):
         super().__init__()
         stride_1x1, stride_3x3 = (1, stride) if stride_on_3x3 else (stride, 1)
         out_channels = channels * self.expansion
-        self.branch2a = ConvNorm(in_channels, channels, 1, stride_1x1,
-                                 relu=True)
-        self.branch2b = ConvNorm(channels, channels, 3, stride_3x3, relu=True)
-        self.branch2c = ConvNorm(channels, out_channels, 1, 1)
+        self.branch2a = ConvNormAct(in_channels, channels, 1, stride_1x1,
+                                    act='relu')
+        self.branch2b = ConvNormAct(channels, channels, 3, stride_3x3,
+                                    act='relu')
+        self.branch2c = ConvNormAct(channels, out_channels, 1, 1)
         self.short = (make_shortcut(in_channels, out_channels, stride,
                                     avg_down)
                       if project else nn.Identity())
@@ -242,7 +228,7 @@ class PResNet(BaseModule):
         self.out_strides = [STAGE_STRIDES[i] for i in self.out_indices]
 
         self.conv1 = nn.Sequential(OrderedDict(
-            (name, ConvNorm(c_in, c_out, k, s, relu=True))
+            (name, ConvNormAct(c_in, c_out, k, s, act='relu'))
             for name, c_in, c_out, k, s in self.arch['stem']))
         block = BLOCKS[self.arch['block']]
         in_channels = self.arch['stem'][-1][2]

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .conv_norm import make_activation
+from ..layers.conv_norm import make_activation
 
 
 def sincos_position_embedding_2d(height: int, width: int,

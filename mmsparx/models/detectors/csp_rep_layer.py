@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conv_norm import ConvNormAct, make_activation
+from ..layers.conv_norm import ConvNormAct, make_activation
 
 
 def fuse_conv_bn(branch: ConvNormAct) -> Tuple[Tensor, Tensor]:

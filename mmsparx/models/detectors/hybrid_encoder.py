@@ -33,7 +33,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from .aifi import AIFI
-from .conv_norm import ConvNormAct
+from ..layers.conv_norm import ConvNormAct
 from .csp_rep_layer import CSPRepLayer
 
 

@@ -1,4 +1,4 @@
-"""The conv -> BatchNorm -> activation brick of RT-DETR's encoder.
+"""The conv -> BatchNorm -> activation brick of RT-DETR (PResNet, encoder).
 
 Plain PyTorch on purpose: mmcv's ``ConvModule`` re-initialises its conv
 (Kaiming-normal), and the mmdet port of RT-DETR only reached the official
