@@ -1,4 +1,4 @@
-# make demo: set up, then train + evaluate Mask R-CNN on a generated COCO-format set.
+# make demo: set up, then train + evaluate a SparX detector on a generated COCO-format set.
 # make test: set up, then run the test suite.
 PY := $(CURDIR)/.venv/bin/python
 

@@ -1,7 +1,7 @@
-"""The four RT-DETR configs build with the paper's sizes, train two
-iterations and evaluate (EMA weights, CocoMetric) through the real runner on
-generated COCO-format data, and a rank whose batch holds no ground truth
-does not hang two gloo processes.
+"""The four RT-DETR configs build with the paper's sizes; they and the two
+demo configs train two iterations and evaluate (EMA weights, CocoMetric)
+through the real runner on generated COCO-format data, and a rank whose
+batch holds no ground truth does not hang two gloo processes.
 
 The configs run as shipped but for the data (3 shape classes), the image
 sizes (160 instead of 640, the batch multi-scale list scaled alike), the
@@ -23,7 +23,9 @@ from mmsparx.cli import build_runner, prepare_device
 
 CONFIG_DIR = osp.join(ROOT, 'configs', 'rtdetr')
 CONFIGS = ['rtdetr_r18vd_72e_coco.py', 'rtdetr_r34vd_72e_coco.py',
-           'rtdetr_spartan_xt_72e_coco.py', 'rtdetr_spartan_t_72e_coco.py']
+           'rtdetr_spartan_xt_72e_coco.py', 'rtdetr_spartan_t_72e_coco.py',
+           # the `make demo` job and the longer CPU run
+           '../demo/rtdetr_sparx_shapes.py', '../demo/rtdetr_r18vd_shapes.py']
 SHAPES = ('rectangle', 'ellipse', 'triangle')
 SIDE = 160  # test input side (640 in the configs)
 SMALL_SIZES = [128, 160, 192]  # the per-batch multi-scale list, scaled

@@ -1,5 +1,7 @@
-"""`make demo`: generate a COCO-format set, train Mask R-CNN with 2
-processes (tools/dist_train.sh), evaluate with pycocotools, draw predictions.
+"""`make demo`: generate a COCO-format set, train a detector (RT-DETR with a
+small SparX-Mamba by default; any mmdet config with --config) with 2
+processes (tools/dist_train.sh), evaluate with pycocotools, draw the
+predictions and the loss / mAP curves.
 """
 import argparse
 import os
@@ -11,7 +13,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-DEFAULT_CONFIG = 'configs/demo/maskrcnn_sparx_t_fpn_shapes.py'
+DEFAULT_CONFIG = 'configs/demo/rtdetr_sparx_shapes.py'
 
 
 def parse_args() -> argparse.Namespace:
