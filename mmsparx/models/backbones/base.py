@@ -1,14 +1,70 @@
-"""What SparX-Mamba and SpaRTAN share: stem -> (downsample, stage) x 4 ->
-normed outputs, with mmdet/mmpretrain's backbone conventions."""
+"""What the backbones share: mmdet/mmpretrain's ``frozen_stages`` and
+``norm_eval`` (all of them), checkpointed block stages (SpaRTAN, PResNet),
+and SparX-Mamba's and SpaRTAN's stem -> (downsample, stage) x 4 -> normed
+outputs."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
+import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
-class FourStageBackbone(BaseModule):
+class FreezeMixin:
+    """``frozen_stages`` / ``norm_eval`` as mmdet's backbones: the modules
+    :meth:`frozen_modules` names stay in eval mode without gradients, and
+    with ``norm_eval`` every BatchNorm keeps its statistics; ``train()``
+    re-applies both. Mixed in before ``BaseModule``."""
+
+    frozen_stages: int
+    norm_eval: bool
+
+    def frozen_modules(self) -> List[nn.Module]:
+        """The stem and the first ``frozen_stages`` stages' modules."""
+        raise NotImplementedError
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        for module in self.frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+
+class BlockStage(nn.Module):
+    """The blocks of one stage (keys ``blocks.j``), optionally checkpointed
+    one by one."""
+
+    def __init__(self, blocks: Sequence[nn.Module], with_cp: bool = False):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.with_cp = with_cp
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            # Not ``x.requires_grad``: after a frozen stem the input needs no
+            # gradient, yet the blocks' weights do and their activations
+            # are what checkpointing saves.
+            if self.with_cp and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+
+class FourStageBackbone(FreezeMixin, BaseModule):
     """Subclasses build ``stem``, ``downsamples`` (4, the first an
     identity), ``stages`` (4, blocks under ``stages.i.blocks.j``),
     ``out_norms`` (keyed by stage index), set ``arch`` (with ``depths``),
@@ -46,25 +102,9 @@ class FourStageBackbone(BaseModule):
             return
         super().init_weights()
 
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.stem] + [m for i in range(self.frozen_stages)
-                                for m in (self.downsamples[i],
-                                          self.stages[i])]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
+    def frozen_modules(self) -> List[nn.Module]:
+        return [self.stem] + [m for i in range(self.frozen_stages)
+                              for m in (self.downsamples[i], self.stages[i])]
 
     def forward(self, x: Tensor) -> tuple:
         x = self.stem(x)

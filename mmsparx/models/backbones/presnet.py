@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from mmsparx.archs.presnet import STAGE_STRIDES, resolve_depth
 
 from ..layers.conv_norm import ConvNormAct
+from .base import BlockStage, FreezeMixin
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -153,34 +153,23 @@ class BottleNeck(nn.Module):
 BLOCKS = {'basic': BasicBlock, 'bottleneck': BottleNeck}
 
 
-class PResNetStage(nn.Module):
+class PResNetStage(BlockStage):
     """The blocks of one stage (official ``Blocks``: key ``blocks.j``); the
     first projects its shortcut, and downsamples unless it is stage 0."""
 
     def __init__(self, block: type, in_channels: int, channels: int,
                  depth: int, stride: int, avg_down: bool,
                  stride_on_3x3: bool, with_cp: bool = False):
-        super().__init__()
-        self.blocks = nn.ModuleList()
+        blocks = []
         for j in range(depth):
-            self.blocks.append(block(in_channels, channels,
-                                     stride if j == 0 else 1, j == 0,
-                                     avg_down, stride_on_3x3))
+            blocks.append(block(in_channels, channels,
+                                stride if j == 0 else 1, j == 0, avg_down,
+                                stride_on_3x3))
             in_channels = channels * block.expansion
-        self.with_cp = with_cp
-
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            # Not ``x.requires_grad``: after a frozen stem the input needs no
-            # gradient, yet the blocks' weights do.
-            if self.with_cp and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return x
+        super().__init__(blocks, with_cp)
 
 
-class PResNet(BaseModule):
+class PResNet(FreezeMixin, BaseModule):
     """RT-DETR's PResNet (ResNet-vd) backbone.
 
     Args:
@@ -243,22 +232,8 @@ class PResNet(BaseModule):
             freeze_batch_norms(self)
         self._freeze_stages()
 
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
-        for module in [self.conv1, *self.res_layers[:self.frozen_stages]]:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'PResNet':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
+    def frozen_modules(self) -> List[nn.Module]:
+        return [self.conv1, *self.res_layers[:self.frozen_stages]]
 
     def forward(self, x: Tensor) -> tuple:
         """x: [B, 3, H, W] -> one [B, C_i, ceil(H / s_i), ceil(W / s_i)] per

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from mmsparx.archs.sparseswin import OUT_TYPES, resolve_arch
 
 from ..layers import SparTaBlock, TokenToSpace
+from .base import FreezeMixin
 
 
 
@@ -60,7 +61,7 @@ def _to_nchw(seq: Tensor, hw: Tuple[int, int]) -> Tensor:
     return seq.transpose(1, 2).reshape(seq.shape[0], -1, *hw).contiguous()
 
 
-class SparseSwin(BaseModule):
+class SparseSwin(FreezeMixin, BaseModule):
     """SparseSwin classifier backbone (Pinasthika et al., 2024).
 
     Patch embedding -> Swin stages 1-3 (mmpretrain's blocks, window 7) ->
@@ -261,25 +262,11 @@ class SparseSwin(BaseModule):
             modules += [self.sparta, self.norm]
         return modules
 
-    def _freeze_stages(self) -> None:
-        if self.frozen_stages < 0:
-            return
+    def frozen_modules(self) -> List[nn.Module]:
         frozen = [self.patch_embed]
         for i in range(self.frozen_stages):
             frozen += self._stage_modules(i)
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True) -> 'SparseSwin':
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
+        return frozen
 
     def get_layer_depth(self, param_name: str,
                         prefix: str = '') -> Tuple[int, int]:

@@ -19,32 +19,12 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from mmsparx.archs.spartan import resolve_arch
 from mmsparx.converters.spartan import convert_spartan, is_spartan_layout
 
 from ..layers import ConvBNAct, LayerNorm2d, SpaRTANBlock
-from .base import FourStageBackbone
-
-class SpaRTANStage(nn.Module):
-    """The blocks of one stage, optionally checkpointed one by one."""
-
-    def __init__(self, blocks: Sequence[SpaRTANBlock], with_cp: bool = False):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.with_cp = with_cp
-
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            # Not ``x.requires_grad``: after a frozen stem the input needs no
-            # gradient, yet the blocks' weights do and their activations
-            # are what checkpointing saves.
-            if self.with_cp and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-        return x
+from .base import BlockStage, FourStageBackbone
 
 
 class Downsample(ConvBNAct):
@@ -133,7 +113,7 @@ class SpaRTAN(FourStageBackbone):
         self.stages = nn.ModuleList()
         for i in range(4):
             start = sum(depths[:i])
-            self.stages.append(SpaRTANStage([
+            self.stages.append(BlockStage([
                 SpaRTANBlock(channels[i], self.arch['expand_ratios'][i],
                              self.arch['conv_types'][i], rates[start + j],
                              self.arch['layer_scale_init'],
