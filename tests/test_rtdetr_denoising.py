@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from mmsparx.models.detectors.box_ops import (box_cxcywh_to_xyxy,
-                                              inverse_sigmoid)
+from mmdet.models.layers.transformer import inverse_sigmoid
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+
 from mmsparx.models.detectors.denoising import (DenoisingQueries,
                                                 build_contrastive_denoising,
                                                 denoising_attn_mask)
@@ -154,8 +155,8 @@ def test_box_noise_ranges():
     groups = dn.meta['num_groups']
     assert groups == 200
     cxcywh = dn.ref_logits.sigmoid()[0]  # [800, 4]
-    noised = box_cxcywh_to_xyxy(cxcywh)
-    clean = box_cxcywh_to_xyxy(gt).repeat(2 * groups, 1)
+    noised = bbox_cxcywh_to_xyxy(cxcywh)
+    clean = bbox_cxcywh_to_xyxy(gt).repeat(2 * groups, 1)
     half = gt[:, 2:].repeat(1, 2).repeat(2 * groups, 1) * 0.5
     ratio = (noised - clean) / half  # rand * sign, in units of half sizes
     negative = torch.tensor([False, False, True, True]).repeat(groups)
@@ -187,7 +188,7 @@ def test_box_noise_clipped_to_image():
     torch.manual_seed(2)
     dn = _build([torch.tensor([0])], [gt], num_denoising=200, box=1.0)
     boxes = dn.ref_logits.sigmoid()[0]
-    xyxy = box_cxcywh_to_xyxy(boxes)
+    xyxy = bbox_cxcywh_to_xyxy(boxes)
     assert (xyxy >= -1e-5).all() and (xyxy <= 1 + 1e-5).all()
     assert torch.isfinite(dn.ref_logits).all()
     # A clipped negative can collapse to zero width: logit floor log(1e-5).

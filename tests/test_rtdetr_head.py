@@ -105,7 +105,7 @@ def test_match_cost_is_the_official_cost(head):
     gt_boxes, gt_labels = GT_BOXES[1].double(), GT_LABELS[1]
     h, w = 64, 96
     scale = torch.tensor([w, h, w, h], dtype=torch.float64)
-    to_xyxy = rtdetr_head.box_cxcywh_to_xyxy
+    to_xyxy = rtdetr_head.bbox_cxcywh_to_xyxy
     pred = InstanceData(scores=logits, bboxes=to_xyxy(boxes) * scale)
     gt = InstanceData(labels=gt_labels, bboxes=to_xyxy(gt_boxes) * scale)
     cost = sum(c(pred_instances=pred, gt_instances=gt,

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmdet.models.layers.transformer import inverse_sigmoid
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
+
 from mmsparx.models.detectors.anchors import AnchorCache, generate_anchors
-from mmsparx.models.detectors.box_ops import (box_cxcywh_to_xyxy,
-                                              box_xyxy_to_cxcywh,
-                                              inverse_sigmoid)
 from mmsparx.models.detectors.mlp import MLP
 from mmsparx.models.detectors.rtdetr_decoder import RTDETRDecoderLayer
 from mmsparx.models.detectors.rtdetr_transformer import RTDETRTransformer
@@ -57,9 +57,9 @@ def test_inverse_sigmoid_and_box_conversion():
     assert inverse_sigmoid(torch.tensor(0.0), eps=1e-3).item() == \
         pytest.approx(math.log(1e-3))
     b = torch.tensor([[0.5, 0.4, 0.2, 0.6]])
-    assert torch.allclose(box_cxcywh_to_xyxy(b),
+    assert torch.allclose(bbox_cxcywh_to_xyxy(b),
                           torch.tensor([[0.4, 0.1, 0.6, 0.7]]))
-    assert torch.allclose(box_xyxy_to_cxcywh(box_cxcywh_to_xyxy(b)), b)
+    assert torch.allclose(bbox_xyxy_to_cxcywh(bbox_cxcywh_to_xyxy(b)), b)
 
 
 def test_mlp_structure_and_relu():

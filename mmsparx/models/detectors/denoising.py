@@ -18,7 +18,8 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from .box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, inverse_sigmoid
+from mmdet.models.layers.transformer import inverse_sigmoid
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 
 
 @dataclass
@@ -135,7 +136,7 @@ def build_contrastive_denoising(gt_labels: List[Tensor],
         labels = torch.where(flip & real, new_labels, labels)
 
     if box_noise_scale > 0:
-        xyxy = box_cxcywh_to_xyxy(boxes)
+        xyxy = bbox_cxcywh_to_xyxy(boxes)
         half_wh = boxes[..., 2:].repeat(1, 1, 2) * 0.5 * box_noise_scale
         sign = torch.randint(0, 2, boxes.shape, device=device) * 2.0 - 1.0
         magnitude = torch.rand(boxes.shape, device=device)
@@ -143,7 +144,7 @@ def build_contrastive_denoising(gt_labels: List[Tensor],
         # near, but not on, their object.
         magnitude = magnitude + negative[None, :, None].to(magnitude.dtype)
         xyxy = (xyxy + sign * magnitude * half_wh).clamp(0.0, 1.0)
-        boxes = box_xyxy_to_cxcywh(xyxy)
+        boxes = bbox_xyxy_to_cxcywh(xyxy)
 
     return DenoisingQueries(
         query=class_embed(labels),

@@ -6,9 +6,9 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
+from mmdet.models.layers.transformer import inverse_sigmoid
 from torch import Tensor, nn
 
-from .box_ops import inverse_sigmoid
 
 FP16_MAX = torch.finfo(torch.float16).max  # 65504
 

@@ -11,13 +11,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from mmdet.registry import MODELS, TASK_UTILS
 from mmdet.structures import SampleList
-from mmdet.structures.bbox import bbox_overlaps, get_box_tensor
+from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy, bbox_overlaps,
+                                   bbox_xyxy_to_cxcywh, get_box_tensor)
 from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from .box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 from .rtdetr_transformer import RTDETRTransformer
 
 # One matched set: per image, (query indices, gt indices).
@@ -121,7 +121,7 @@ class RTDETRHead(BaseModule):
             xyxy = get_box_tensor(gt.bboxes).to(device=device,
                                                 dtype=torch.float32)
             scale = xyxy.new_tensor([w, h, w, h])
-            boxes.append(box_xyxy_to_cxcywh(xyxy / scale))
+            boxes.append(bbox_xyxy_to_cxcywh(xyxy / scale))
             labels.append(gt.labels.to(device=device, dtype=torch.long))
             shapes.append((h, w))
         return labels, boxes, shapes
@@ -235,9 +235,9 @@ class RTDETRHead(BaseModule):
                 continue
             scale = boxes.new_tensor([w, h, w, h])
             pred = InstanceData(
-                scores=logits[b], bboxes=box_cxcywh_to_xyxy(boxes[b]) * scale)
+                scores=logits[b], bboxes=bbox_cxcywh_to_xyxy(boxes[b]) * scale)
             gt = InstanceData(
-                labels=labels, bboxes=box_cxcywh_to_xyxy(target) * scale)
+                labels=labels, bboxes=bbox_cxcywh_to_xyxy(target) * scale)
             result = self.assigner.assign(
                 pred_instances=pred, gt_instances=gt,
                 img_meta=dict(img_shape=(h, w)))
@@ -266,8 +266,8 @@ class RTDETRHead(BaseModule):
         iou = logits.new_zeros(batch_size, num_queries)
         if len(query_idx) > 0:
             pred = boxes[batch_idx, query_idx]
-            pred_xyxy = box_cxcywh_to_xyxy(pred)
-            target_xyxy = box_cxcywh_to_xyxy(target.float())
+            pred_xyxy = bbox_cxcywh_to_xyxy(pred)
+            target_xyxy = bbox_cxcywh_to_xyxy(target.float())
             onehot[batch_idx, query_idx, labels] = 1
             # Plain IoU (not GIoU) as the classification target, detached:
             # the score learns to predict localisation quality.
@@ -313,7 +313,7 @@ class RTDETRHead(BaseModule):
             labels = index % num_classes
             query = torch.div(index, num_classes, rounding_mode='floor')
             h, w = meta['img_shape'][:2]
-            bboxes = box_cxcywh_to_xyxy(img_boxes[query])
+            bboxes = bbox_cxcywh_to_xyxy(img_boxes[query])
             bboxes = bboxes * bboxes.new_tensor([w, h, w, h])
             if rescale:
                 # mmdet's scale_factor is (w_scale, h_scale) from the
