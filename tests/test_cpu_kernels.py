@@ -49,24 +49,36 @@ def test_depthwise_fused_leaves_autograd_and_autocast_to_pytorch():
     assert not conv._kernel_applies(x.detach().to(torch.float64))
 
 
-def test_pointwise_conv_is_a_1x1_convolution():
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('grads', ['both', 'input', 'weight'])
+def test_pointwise_conv_is_a_1x1_convolution(bias, grads):
+    """Same keys, outputs and gradients (input, weight, bias: the training
+    Function's own backward) as a 1x1 convolution in float64."""
     torch.manual_seed(0)
-    for bias in (True, False):
-        conv = PointwiseConv(5, 7, bias=bias)
-        assert sorted(conv.state_dict()) == sorted(
-            torch.nn.Conv2d(5, 7, 1, bias=bias).state_dict())
-        x = torch.randn(3, 5, 4, 6, requires_grad=True)
-        out = conv(x)
-        expected = F.conv2d(x, conv.weight, conv.bias)
-        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-        grads = torch.autograd.grad(out.sum(), [x, conv.weight])
-        ref = torch.autograd.grad(expected.sum(), [x, conv.weight])
-        for grad, ref_grad in zip(grads, ref):
-            torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-4)
-        # channels-last input takes the convolution: same numbers.
-        last = x.detach().contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(conv(last), expected.detach(), rtol=1e-5,
+    conv = PointwiseConv(5, 7, bias=bias)
+    assert sorted(conv.state_dict()) == sorted(
+        torch.nn.Conv2d(5, 7, 1, bias=bias).state_dict())
+    conv.weight.requires_grad_(grads != 'input')
+    x = torch.randn(3, 5, 4, 6, requires_grad=grads != 'weight')
+    out = conv(x)
+    params = [p for p in conv.parameters() if p.requires_grad]
+    wanted = ([x] if x.requires_grad else []) + params
+    expected = F.conv2d(x.double(), conv.weight.double(),
+                        None if conv.bias is None else conv.bias.double())
+    torch.testing.assert_close(out, expected.float(), rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(out)
+    grads_out = torch.autograd.grad((out * upstream).sum(), wanted)
+    ref = torch.autograd.grad((expected * upstream.double()).sum(), wanted)
+    for grad, ref_grad in zip(grads_out, ref):
+        torch.testing.assert_close(grad, ref_grad.float(), rtol=1e-4,
+                                   atol=1e-4)
+    with torch.no_grad():  # inference: the batched product, no Function
+        torch.testing.assert_close(conv(x), expected.float(), rtol=1e-5,
                                    atol=1e-5)
+    # channels-last input takes the convolution: same numbers.
+    last = x.detach().contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(conv(last), expected.float().detach(),
+                               rtol=1e-5, atol=1e-5)
 
 
 @needs_kernel

@@ -19,3 +19,7 @@ if [ -z "${OMP_NUM_THREADS:-}" ]; then
         echo "no CUDA: OMP_NUM_THREADS=$THREADS for each of $GPUS CPU processes (set OMP_NUM_THREADS to override)"
     fi
 fi
+
+# Big CPU tensors on transparent huge pages (see mmsparx/__init__.py); torch
+# reads this once at start-up, so it goes into the environment here.
+export THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import os.path as osp
 import resource
 import statistics
@@ -29,6 +30,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
+import mmsparx  # noqa: E402,F401  before torch: its allocator settings
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -183,7 +185,8 @@ def main(argv=None) -> None:
     mode = ('train (forward + backward + AdamW step)' if args.train
             else 'inference')
     print(f'{mode}: batch {args.batch}, {args.input[0]}x{args.input[1]}, '
-          f'{device}, amp={args.amp}, threads={torch.get_num_threads()}')
+          f'{device}, amp={args.amp}, threads={torch.get_num_threads()}, '
+          f'THP_MEM_ALLOC_ENABLE={os.environ.get("THP_MEM_ALLOC_ENABLE")}')
     for row in rows:
         ratio = row['img_per_s'] / rows[0]['img_per_s']
         print(f'{row["name"]:<16}{row["img_per_s"]:>10.2f} img/s  '

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import PointwiseConv
+from .common import DepthwiseConv, PointwiseConv
 
 
 def spatial_reducer(dim: int, ratio: int) -> nn.Module:
@@ -78,8 +78,7 @@ class DMCA(nn.Module):
         self.dim, self.groups, self.out_dim = dim, groups, out_dim
         self.d_norm = nn.GroupNorm(1, cat)
         self.d_proj = nn.Sequential(
-            nn.Conv2d(cat, cat, 3, padding=1, groups=cat, bias=False),
-            nn.BatchNorm2d(cat), nn.GELU(), PointwiseConv(cat, 2 * dim),
+            DepthwiseConv(cat, 3, bias=False), nn.BatchNorm2d(cat), nn.GELU(), PointwiseConv(cat, 2 * dim),
             nn.GELU())
         self.q = nn.Sequential(spatial_reducer(dim, sr_ratio),
                                PointwiseConv(dim, dim, bias=False),
@@ -97,8 +96,7 @@ class DMCA(nn.Module):
         # the missing (2C mod 3) channels are filled in by pooling.
         fused = 3 * (out_dim // 3)
         self.fuse = nn.Sequential(
-            nn.Conv2d(3 * dim, 3 * dim, 3, padding=1, groups=3 * dim),
-            nn.GELU(), nn.Conv2d(3 * dim, fused, 1, groups=3))
+            DepthwiseConv(3 * dim, 3), nn.GELU(), nn.Conv2d(3 * dim, fused, 1, groups=3))
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """softmax(Q K^T * scale) V per channel group; q, k (B, C, N_r),

@@ -38,5 +38,12 @@ class SparXBlock(nn.Module):
         x = self.pos_embed.fused(x, residual=True)  # DPE
         normed = self.norm(x)
         mixed = self.op(normed) if inputs is None else self.op(normed, inputs)
-        x = self.layerscale_1(x) + self.drop_path(mixed)
-        return self.layerscale_2(x) + self.drop_path(self.mlp(self.norm2(x)))
+        x = self._residual(self.layerscale_1, x, self.drop_path(mixed))
+        return self._residual(self.layerscale_2, x,
+                              self.drop_path(self.mlp(self.norm2(x))))
+
+    @staticmethod
+    def _residual(scale: nn.Module, x: Tensor, branch: Tensor) -> Tensor:
+        if isinstance(scale, LayerScale):
+            return scale.add_to(branch, x)
+        return x + branch
