@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmsparx.models.layers.common import DepthwiseConv, PointwiseConv
+from mmsparx.models.layers.common import (DepthwiseConv, PointwiseConv,
+                                          _DepthwiseActFn)
 from mmsparx.ops.selective_scan import _cpu_kernel
 
 needs_kernel = pytest.mark.skipif(
@@ -21,6 +22,7 @@ def test_depthwise_fused_equals_pytorch(kernel, residual, act, size,
     torch.manual_seed(0)
     conv = DepthwiseConv(6, kernel)
     monkeypatch.setattr(conv, 'MIN_KERNEL_PIXELS', 1)
+    monkeypatch.setattr(conv, 'MIN_RESIDUAL_KERNEL_PIXELS', 1)
     x = torch.randn(2, 6, *size)
     expected = conv(x)
     if residual:
@@ -28,25 +30,45 @@ def test_depthwise_fused_equals_pytorch(kernel, residual, act, size,
     expected = {'gelu': F.gelu, 'silu': F.silu, None: lambda t: t}[act](
         expected)
     with torch.no_grad():
-        assert conv._kernel_applies(x)
+        assert conv._kernel_applies(x, residual)
         out = conv.fused(x, residual=residual, act=act)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_kernel
-def test_depthwise_fused_leaves_autograd_and_autocast_to_pytorch():
+def test_depthwise_fused_paths():
+    """Inference: the fused kernel; float32 CPU training: the fused training
+    kernels; autocast and other dtypes: PyTorch ops, as before."""
     conv = DepthwiseConv(4, 3)
     x = torch.randn(1, 4, 28, 29, requires_grad=True)
     with torch.no_grad():
         assert conv._kernel_applies(x)
-        assert not conv._kernel_applies(x[..., :20, :20].contiguous())
+        small = x[..., :20, :20].contiguous()
+        assert not conv._kernel_applies(small)  # oneDNN wins there
+        assert conv._kernel_applies(small, residual=True)
+        assert not conv._kernel_applies(x[..., :13, :13].contiguous(), True)
+        assert conv.fused(x, residual=True, act='gelu').grad_fn is None
     assert not conv._kernel_applies(x)  # training: autograd needs a graph
-    conv.fused(x, residual=True, act='gelu').sum().backward()
+    assert conv._trains_on_kernel(x)
+    out = conv.fused(x, residual=True, act='gelu')
+    assert type(out.grad_fn).__name__ == '_DepthwiseActFnBackward'
+    out.sum().backward()
     assert x.grad is not None and conv.weight.grad is not None
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-        assert not conv._kernel_applies(x)
-        assert conv.fused(x, act='silu').dtype == torch.bfloat16
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert not conv._trains_on_kernel(x)
+        out = conv.fused(x, act='silu')
+        assert out.dtype == torch.bfloat16
+        assert type(out.grad_fn).__name__ == 'SiluBackward0'
+        with torch.no_grad():
+            assert not conv._kernel_applies(x)
+            assert conv.fused(x, act='silu').dtype == torch.bfloat16
     assert not conv._kernel_applies(x.detach().to(torch.float64))
+    conv64 = DepthwiseConv(4, 3).double()
+    x64 = x.detach().double().requires_grad_()
+    assert not conv64._trains_on_kernel(x64)
+    out = conv64.fused(x64, residual=True, act='gelu')
+    assert out.dtype == torch.float64
+    assert type(out.grad_fn).__name__ == 'GeluBackward0'
 
 
 @pytest.mark.parametrize('bias', [True, False])
@@ -108,6 +130,72 @@ def test_depthwise_training_kernel_gives_pytorch_gradients(kernel, bias, size,
         ref, [t for t in ref_in if t is not None and t.requires_grad],
         grad_out.double())
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for grad, ref_grad in zip(got, ref_grads):
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4,
+                                   atol=1e-4)
+
+
+def _reference_fused(x, conv, residual, act):
+    """The PyTorch composition in float64, on copies that record gradients
+    where the originals do."""
+    ref_in = [t.detach().double().requires_grad_(t.requires_grad)
+              if t is not None else None for t in (x, conv.weight, conv.bias)]
+    out = F.conv2d(ref_in[0], ref_in[1], ref_in[2],
+                   padding=conv.kernel_size[0] // 2, groups=conv.groups)
+    if residual:
+        out = out + ref_in[0]
+    out = {'gelu': F.gelu, 'silu': F.silu, None: lambda t: t}[act](out)
+    return out, [t for t in ref_in if t is not None and t.requires_grad]
+
+
+@needs_kernel
+@pytest.mark.parametrize('keep_pre', [True, False])
+@pytest.mark.parametrize('kernel', [3, 5])
+@pytest.mark.parametrize('bias', [True, False])
+@pytest.mark.parametrize('residual', [False, True])
+@pytest.mark.parametrize('act', [None, 'gelu', 'silu'])
+@pytest.mark.parametrize('size', [(1, 3), (9, 7), (31, 29)])
+def test_depthwise_fused_training_gives_pytorch_gradients(
+        keep_pre, kernel, bias, residual, act, size, monkeypatch):
+    """Training ``fused`` is one C++ function each way (the pre-activation
+    kept or recomputed in backward); output and gradients of x, weight and
+    bias equal the PyTorch composition computed in float64."""
+    monkeypatch.setattr(_DepthwiseActFn, 'KEEP_PRE_MAX_BYTES',
+                        1 << 30 if keep_pre else 0)
+    torch.manual_seed(0)
+    conv = DepthwiseConv(6, kernel, bias=bias)
+    x = torch.randn(2, 6, *size, requires_grad=True)
+    assert conv._trains_on_kernel(x)
+    out = conv.fused(x, residual=residual, act=act)
+    assert type(out.grad_fn).__name__ == '_DepthwiseActFnBackward'
+    grad_out = torch.randn_like(out)
+    wanted = [t for t in (x, conv.weight, conv.bias) if t is not None]
+    got = torch.autograd.grad(out, wanted, grad_out)
+    ref, ref_wanted = _reference_fused(x, conv, residual, act)
+    ref_grads = torch.autograd.grad(ref, ref_wanted, grad_out.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    for grad, ref_grad in zip(got, ref_grads):
+        torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4,
+                                   atol=1e-4)
+
+
+@needs_kernel
+@pytest.mark.parametrize('grads', ['input', 'weight'])
+def test_depthwise_fused_training_partial_gradients(grads):
+    """A frozen layer (input gradient only) or a leaf input (weight and bias
+    only), through the residual and GELU, a non-contiguous output grad."""
+    torch.manual_seed(0)
+    conv = DepthwiseConv(5, 3)
+    conv.requires_grad_(grads == 'weight')
+    x = torch.randn(3, 5, 11, 8, requires_grad=grads == 'input')
+    out = conv.fused(x, residual=True, act='gelu')
+    assert type(out.grad_fn).__name__ == '_DepthwiseActFnBackward'
+    grad_out = torch.randn(3, 5, 8, 11).transpose(-1, -2)
+    wanted = [t for t in (x, conv.weight, conv.bias) if t.requires_grad]
+    got = torch.autograd.grad(out, wanted, grad_out)
+    ref, ref_wanted = _reference_fused(x, conv, True, 'gelu')
+    ref_grads = torch.autograd.grad(ref, ref_wanted, grad_out.double())
+    assert len(got) == len(ref_grads) == (1 if grads == 'input' else 2)
     for grad, ref_grad in zip(got, ref_grads):
         torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4,
                                    atol=1e-4)

@@ -164,10 +164,13 @@ def make_cross_inputs(b, d, h, w, n, r=3, seed=0):
 
 @pytest.mark.parametrize('backend', [b for d, b in FAST if d == 'cpu'])
 @pytest.mark.parametrize('size', [(3, 5, 1, 3), (1, 7, 2, 3), (6, 1, 1, 3),
-                                  (4, 4, 3, 3), (3, 4, 1, 37)])
+                                  (4, 4, 3, 3), (3, 4, 1, 37),
+                                  (7, 5, 2, 17)])
 def test_cross_selective_scan_matches_scan_per_direction(backend, size):
     # The reference: four explicit sequences through the per-token loop.
     # 37 channels: the CPU backward sums B/C gradients in chunks of 16.
+    # 7x5: the fused kernel's column walks wrap between columns of a map
+    # taller than wide.
     h, w, n, d = size
     inputs = make_cross_inputs(2, d, h, w, n)
     x, low = inputs['x'], inputs['dt_low']

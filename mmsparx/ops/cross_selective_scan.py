@@ -2,9 +2,10 @@
 
 Everything SS2D computes before the scan (x_proj, dt_proj) is per pixel, so
 it can stay in map order; only the scan itself needs the four sequence
-orders. The generic path builds them (``cross_scan``), scans with any
-backend and merges; on CPU the fused kernel walks the map in each
-direction's order directly, so the 4x copies and the merge never exist.
+orders. The generic path builds them (``cross_scan``, ``directional``),
+scans with any backend and merges; on CPU the fused kernel takes every
+input in map order and only its recurrences walk the map in each
+direction's order, so the 4x copies and the merge never exist.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def directional(t: Tensor, height: int, width: int) -> Tensor:
 
 
 class _FusedCrossScan(torch.autograd.Function):
+    """The fused CPU kernel: x (b, d, L), dt_low (b, 4, R, L), B, C
+    (b, 4, N, L) and their gradients all in map order."""
 
     @staticmethod
     def forward(ctx, x, low, weight, A, B, C, D, delta_bias, softplus, h, w):
@@ -72,7 +75,6 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     """
     b, d, h, w = x.shape
     length = h * w
-    low, B, C = (directional(t, h, w) for t in (dt_low, B, C))
     if not torch.jit.is_tracing() and \
             resolve_backend(x.device, backend) == 'fused_cpu':
         empty = x.new_empty(0, dtype=torch.float32)
@@ -82,10 +84,11 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
 
         with torch.autocast('cpu', enabled=False):
             y = _FusedCrossScan.apply(
-                f32(x.reshape(b, d, length)), f32(low), f32(dt_weight),
+                f32(x.reshape(b, d, length)), f32(dt_low), f32(dt_weight),
                 f32(A), f32(B), f32(C), f32(D), f32(delta_bias),
                 delta_softplus, h, w)
         return y.view(b, d, h, w).to(x.dtype)
+    low, B, C = (directional(t, h, w) for t in (dt_low, B, C))
     delta = torch.matmul(dt_weight, low)  # (B, 4, d, L)
     y = selective_scan(
         cross_scan(x).reshape(b, 4 * d, length),

@@ -109,15 +109,60 @@ class _DepthwiseFn(torch.autograd.Function):
                 gb if ctx.has_bias and ctx.needs_input_grad[2] else None)
 
 
+class _DepthwiseActFn(torch.autograd.Function):
+    """act(dwconv(x) + bias (+ x)) with the C++ kernels both ways (CPU
+    training): the residual add, GELU / SiLU and their gradients ride the
+    convolution's plane-by-plane passes instead of being four or five more
+    passes over the map (and autograd's sum of the residual's gradient)."""
+
+    # Backward needs the pre-activation: kept, it is one more map written
+    # and read; recomputed, one more convolution per plane. Measured on one
+    # thread (fwd+bwd, batch 8): keeping wins or ties on maps below ~16 MiB
+    # (640 x 14 x 14 5x5: 6.0 vs 7.3 ms; 384 x 28 x 28 5x5: 14.3 vs 16.1;
+    # 1280 x 14 x 14 3x3: 11.8 both), but larger ones come from glibc as
+    # fresh pages each step, whose faults cost more than the recomputation
+    # (192 x 56 x 56 5x5: 48 vs 31 ms; 384 x 56 x 56 3x3: 102 vs 85).
+    KEEP_PRE_MAX_BYTES = 16 << 20
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                residual: bool, act: int) -> Tensor:
+        from mmsparx.ops.selective_scan import _cpu_kernel
+        bias_arg = weight.new_empty(0) if bias is None else bias
+        keep_pre = x.numel() * x.element_size() < \
+            _DepthwiseActFn.KEEP_PRE_MAX_BYTES
+        out, pre = _cpu_kernel().depthwise_conv_act_train(
+            x, weight, bias_arg, residual, act, keep_pre)
+        ctx.save_for_backward(x, weight, bias_arg, pre)
+        ctx.residual, ctx.act = residual, act
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        from mmsparx.ops.selective_scan import _cpu_kernel
+        x, weight, bias, pre = ctx.saved_tensors
+        need_input = ctx.needs_input_grad[0]
+        need_weight = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        gx, gw, gb = _cpu_kernel().depthwise_conv_act_backward(
+            grad.contiguous(), x, weight, bias, pre, ctx.residual, ctx.act,
+            need_input, need_weight)
+        return (gx if need_input else None,
+                gw if ctx.needs_input_grad[1] else None,
+                gb if ctx.has_bias and ctx.needs_input_grad[2] else None,
+                None, None)
+
+
 class DepthwiseConv(nn.Conv2d):
     """A depthwise k x k convolution (``nn.Conv2d`` parameters and keys)
     whose ``fused`` call computes ``act(x + conv(x))`` or ``act(conv(x))``.
 
     On CPU in inference (no gradient recorded, float32, no autocast, maps of
-    at least 28x28) that is one C++ pass over the map (``mmsparx/ops/csrc/depthwise_cpu.cpp``)
-    instead of oneDNN's reorders plus separate add and activation passes.
-    In CPU training (float32, no autocast) the convolution and its
-    gradients are C++ kernels and the residual and activation autograd's;
+    at least 28x28, 14x14 with the residual) that is one C++ pass over the
+    map (``mmsparx/ops/csrc/depthwise_cpu.cpp``) instead of oneDNN's
+    reorders plus separate add and activation passes.
+    In CPU training (float32, no autocast) the whole ``fused`` function and
+    its gradients are C++ kernels too (``forward`` alone: the convolution);
     everywhere else the same function from PyTorch ops.
     """
 
@@ -133,10 +178,13 @@ class DepthwiseConv(nn.Conv2d):
 
     def fused(self, x: Tensor, residual: bool = False,
               act: Optional[str] = None) -> Tensor:
-        if self._kernel_applies(x):
+        if self._kernel_applies(x, residual):
             from mmsparx.ops.selective_scan import _cpu_kernel
             return _cpu_kernel().depthwise_conv_act(
                 x, self.weight, self.bias, residual, _ACTS[act])
+        if self._trains_on_kernel(x):
+            return _DepthwiseActFn.apply(x, self.weight, self.bias, residual,
+                                         _ACTS[act])
         out = self(x)
         if residual:
             out = x + out
@@ -144,10 +192,13 @@ class DepthwiseConv(nn.Conv2d):
             return F.gelu(out)
         return F.silu(out) if act == 'silu' else out
 
-    # Below ~28x28 a plane stays in cache for oneDNN's passes too and the
-    # kernel stops winning (measured on 2 threads: 0.9x at 14x14, 1.1x at
-    # 28x28, 3.3x at 56x56).
+    # Smallest maps (H * W) where the inference kernel beats oneDNN plus
+    # separate add / activation passes, measured on 2 threads at SparX-T's
+    # sizes (batch 8, fused / PyTorch time): with the residual (ConvFFN 3x3
+    # + GELU, DPE 3x3) 0.7-0.8x at 14x14 against 1.0-1.6x at 7x7; without it
+    # (SS2D 5x5 + SiLU) 0.8-1.0x at 28x28, 1.2x at 14x14, 1.6x at 7x7.
     MIN_KERNEL_PIXELS = 28 * 28
+    MIN_RESIDUAL_KERNEL_PIXELS = 14 * 14
 
     def _cpu_float(self, x: Tensor) -> bool:
         """Where the kernels compute exactly this layer's function."""
@@ -165,9 +216,10 @@ class DepthwiseConv(nn.Conv2d):
         return torch.is_grad_enabled() and (x.requires_grad or
                                             self.weight.requires_grad)
 
-    def _kernel_applies(self, x: Tensor) -> bool:
-        return x.dim() == 4 and \
-            x.shape[-2] * x.shape[-1] >= self.MIN_KERNEL_PIXELS and \
+    def _kernel_applies(self, x: Tensor, residual: bool = False) -> bool:
+        least = self.MIN_RESIDUAL_KERNEL_PIXELS if residual else \
+            self.MIN_KERNEL_PIXELS
+        return x.dim() == 4 and x.shape[-2] * x.shape[-1] >= least and \
             not self._records_grad(x) and self._cpu_float(x)
 
     def _trains_on_kernel(self, x: Tensor) -> bool:

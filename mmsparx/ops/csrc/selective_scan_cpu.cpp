@@ -12,13 +12,17 @@
 // cross_scan_*: SS2D's four directions (row-major, column-major, both
 //   reversed) read straight from the (b, d, h*w) map and summed back onto
 //   it, with dt_proj fused, so neither the direction copies of x, the
-//   merge, nor the (b, 4, d, hw) delta exist in memory: x (b, d, hw) map
-//   order; dt_low (b, 4, r, hw), B, C (b, 4, n, hw) in each direction's
-//   scan order; dt_weight (4, d, r); A (4d, n); D, delta_bias (4d) or empty.
+//   merge, nor the (b, 4, d, hw) delta exist in memory. Every tensor is in
+//   map (row-major) order, for every direction, and so are the gradients:
+//   x (b, d, hw); dt_low (b, 4, r, hw), B, C (b, 4, n, hw); dt_weight
+//   (4, d, r); A (4d, n); D, delta_bias (4d) or empty. Only the four
+//   recurrences walk the map in their directions' orders, interleaved in
+//   one loop so that their multiply-add chains overlap.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -41,10 +45,9 @@ void check_float(const at::Tensor& t, const char* name) {
 
 // Per-thread buffers for one sequence of length L.
 struct Scratch {
-  std::vector<float> u, raw, dt, decay, drive, states, g, gu, gh;
+  std::vector<float> dt, decay, drive, states, gh;
   explicit Scratch(int64_t L)
-      : u(L), raw(L), dt(L), decay(L), drive(L), states(L), g(L), gu(L),
-        gh(L) {}
+      : dt(L), decay(L), drive(L), states(L), gh(L) {}
 };
 
 // One sequence: u, raw (delta before bias), B and C (N rows of L) given.
@@ -279,36 +282,195 @@ CrossDims cross_check(const at::Tensor& x, const at::Tensor& low,
   return c;
 }
 
-// Direction k's scan order over an (H, W) map: row-major, column-major,
-// then both reversed. Calls f(t, p) for step t at map position p, with
-// nested loops rather than a division per step.
+// Per-thread buffers of the cross scan: `count` arrays, each holding the
+// four directions' rows of L floats (direction k at k * L), in map order.
+struct CrossScratch {
+  int64_t L;
+  std::vector<float> data;
+  CrossScratch(int64_t L, int count) : L(L), data(count * 4 * L) {}
+  float* operator[](int i) { return data.data() + i * 4 * L; }
+};
+
+// Step t of the four directions at once, as f(p0, p1, p2, p3), the map
+// positions each reads: direction 0 is row-major (p0 = t), 2 its reverse
+// (p2 = L-1-t), 1 column-major (p1 = row*W + col at t = col*H + row), 3
+// its reverse (p3 = L-1-p1). Their four recurrences are independent, so
+// one step's multiply-adds overlap instead of waiting on each other.
 template <typename F>
-inline void walk(int k, int64_t H, int64_t W, F f) {
+inline void walk4(int64_t H, int64_t W, F f) {
   const int64_t L = H * W;
-  if (k % 2 == 0) {
-    for (int64_t t = 0; t < L; ++t) f(t, k ? L - 1 - t : t);
-    return;
-  }
   int64_t t = 0;
   for (int64_t col = 0; col < W; ++col)
-    for (int64_t row = 0; row < H; ++row, ++t)
-      f(k == 1 ? t : L - 1 - t, row * W + col);
+    for (int64_t p1 = col; p1 < L; p1 += W, ++t)
+      f(t, p1, L - 1 - t, L - 1 - p1);
+}
+
+// The same steps from t = L-1 down to 0: the reverse recurrences.
+template <typename F>
+inline void walk4_reverse(int64_t H, int64_t W, F f) {
+  const int64_t L = H * W;
+  int64_t t = L - 1;
+  for (int64_t col = W - 1; col >= 0; --col)
+    for (int64_t p1 = (H - 1) * W + col; p1 >= 0; p1 -= W, --t)
+      f(t, p1, L - 1 - t, L - 1 - p1);
+}
+
+// h = decay h + drive along each direction's walk; the states overwrite
+// the drives (both in map order, four rows of L).
+void recur_forward(int64_t H, int64_t W, const float* __restrict__ decay,
+                   float* __restrict__ drive) {
+  const int64_t L = H * W;
+  const float *a0 = decay, *a1 = decay + L, *a2 = decay + 2 * L,
+              *a3 = decay + 3 * L;
+  float *s0 = drive, *s1 = drive + L, *s2 = drive + 2 * L,
+        *s3 = drive + 3 * L;
+  float h0 = 0.f, h1 = 0.f, h2 = 0.f, h3 = 0.f;
+  walk4(H, W, [&](int64_t p0, int64_t p1, int64_t p2, int64_t p3) {
+    h0 = a0[p0] * h0 + s0[p0];
+    h1 = a1[p1] * h1 + s1[p1];
+    h2 = a2[p2] * h2 + s2[p2];
+    h3 = a3[p3] * h3 + s3[p3];
+    s0[p0] = h0;
+    s1[p1] = h1;
+    s2[p2] = h2;
+    s3[p3] = h3;
+  });
+}
+
+// dLoss/dh_t = g_t C_t + a_{t+1} dLoss/dh_{t+1}: the carry (the second
+// term) runs backwards along each walk, carry = a_t (carry + g_t C_t) with
+// `direct` holding a_t g_t C_t, which the carry entering each step
+// overwrites.
+void recur_reverse(int64_t H, int64_t W, const float* __restrict__ decay,
+                   float* __restrict__ direct) {
+  const int64_t L = H * W;
+  const float *a0 = decay, *a1 = decay + L, *a2 = decay + 2 * L,
+              *a3 = decay + 3 * L;
+  float *c0 = direct, *c1 = direct + L, *c2 = direct + 2 * L,
+        *c3 = direct + 3 * L;
+  float k0 = 0.f, k1 = 0.f, k2 = 0.f, k3 = 0.f;
+  walk4_reverse(H, W, [&](int64_t p0, int64_t p1, int64_t p2, int64_t p3) {
+    const float x0 = c0[p0], x1 = c1[p1], x2 = c2[p2], x3 = c3[p3];
+    c0[p0] = k0;
+    c1[p1] = k1;
+    c2[p2] = k2;
+    c3[p3] = k3;
+    k0 = a0[p0] * k0 + x0;
+    k1 = a1[p1] * k1 + x1;
+    k2 = a2[p2] * k2 + x2;
+    k3 = a3[p3] * k3 + x3;
+  });
+}
+
+// The state before each map position's step in direction k, from the
+// states in map order: the step before is one position (rows) or one row
+// (columns) away, except where a column walk wraps to the next column.
+void previous_states(int k, int64_t H, int64_t W, const float* states,
+                     float* prev) {
+  const int64_t L = H * W;
+  switch (k) {
+    case 0:
+      prev[0] = 0.f;
+      std::copy(states, states + L - 1, prev + 1);
+      break;
+    case 2:
+      std::copy(states + 1, states + L, prev);
+      prev[L - 1] = 0.f;
+      break;
+    case 1:  // (row, col) follows (row-1, col); (0, col) follows (H-1, col-1)
+      std::copy(states, states + L - W, prev + W);
+      prev[0] = 0.f;
+      for (int64_t col = 1; col < W; ++col)
+        prev[col] = states[(H - 1) * W + col - 1];
+      break;
+    default:  // the reverse: (H-1, col) follows (0, col+1)
+      std::copy(states + W, states + L, prev);
+      for (int64_t col = 0; col + 1 < W; ++col)
+        prev[(H - 1) * W + col] = states[col + 1];
+      prev[L - 1] = 0.f;
+  }
 }
 
 // raw[t] = sum_r w[r] low[r][t]: dt_proj, fused so the (b, 4, d, L)
-// delta never goes through memory.
+// delta never goes through memory. Four rows of low per pass, so raw is
+// loaded and stored a quarter as often.
 inline void project(int64_t L, int64_t R, const float* w, const float* low,
-                    float* raw) {
+                    float* __restrict__ raw) {
   for (int64_t t = 0; t < L; ++t) raw[t] = 0.f;
-  for (int64_t r = 0; r < R; ++r) {
+  int64_t r = 0;
+  for (; r + 4 <= R; r += 4) {
+    const float w0 = w[r], w1 = w[r + 1], w2 = w[r + 2], w3 = w[r + 3];
+    const float *__restrict__ l0 = low + r * L, *__restrict__ l1 = l0 + L,
+                 *__restrict__ l2 = l1 + L, *__restrict__ l3 = l2 + L;
+    for (int64_t t = 0; t < L; ++t)
+      raw[t] += w0 * l0[t] + w1 * l1[t] + w2 * l2[t] + w3 * l3[t];
+  }
+  for (; r < R; ++r) {
     const float wr = w[r];
-    const float* lr = low + r * L;
+    const float* __restrict__ lr = low + r * L;
     for (int64_t t = 0; t < L; ++t) raw[t] += wr * lr[t];
   }
 }
 
+// dt = softplus(raw + bias) over raw, in place; with sig given also its
+// derivative sigmoid(raw + bias), from the same exp: e / (1 + e).
+void delta_row(int64_t L, float bias, bool use_softplus,
+               float* __restrict__ dt, float* __restrict__ sig) {
+  if (!use_softplus) {
+    for (int64_t t = 0; t < L; ++t) dt[t] += bias;
+  } else if (!sig) {
+    for (int64_t t = 0; t < L; ++t) dt[t] = softplus(dt[t] + bias);
+  } else {
+    for (int64_t t = 0; t < L; ++t) {
+      const float x = dt[t] + bias, e = std::exp(x);
+      dt[t] = x > 20.f ? x : std::log1p(e);
+      sig[t] = x > 20.f ? 1.f : e / (1.f + e);
+    }
+  }
+}
+
+// The per-step factors of one direction and state: decay = exp(dt a),
+// drive = dt B u.
+void decay_drive(int64_t L, float a, const float* __restrict__ dt,
+                 const float* __restrict__ B, const float* __restrict__ u,
+                 float* __restrict__ decay, float* __restrict__ drive) {
+  for (int64_t t = 0; t < L; ++t) {
+    decay[t] = std::exp(dt[t] * a);
+    drive[t] = dt[t] * B[t] * u[t];
+  }
+}
+
+// Gradients at every map position of one direction and state, with the
+// states, the ones before and the reverse carry known: adds into gB, gC,
+// gx, graw and returns A's. As step_grads, with gh = g C + carry.
+float cross_grads(int64_t L, float a, const float* __restrict__ g,
+                  const float* __restrict__ u, const float* __restrict__ B,
+                  const float* __restrict__ C, const float* __restrict__ dt,
+                  const float* __restrict__ decay,
+                  const float* __restrict__ states,
+                  const float* __restrict__ prev,
+                  const float* __restrict__ carry, float* __restrict__ gB,
+                  float* __restrict__ gC, float* __restrict__ gx,
+                  float* __restrict__ graw) {
+  float ga = 0.f;
+  for (int64_t t = 0; t < L; ++t) {
+    const float gh = g[t] * C[t] + carry[t];
+    const float ghdt = gh * dt[t];
+    const float dprev = decay[t] * prev[t];
+    gC[t] += g[t] * states[t];
+    gB[t] += ghdt * u[t];
+    gx[t] += ghdt * B[t];
+    graw[t] += gh * (a * dprev + B[t] * u[t]);
+    ga += ghdt * dprev;
+  }
+  return ga;
+}
+
 }  // namespace
 
+// Per (b, d) row: the elementwise work of all four directions runs in map
+// order in vectorised passes, then their four recurrences in one
+// interleaved loop (walk4), then the outputs are summed in map order.
 at::Tensor cross_scan_forward(const at::Tensor& x, const at::Tensor& low,
                               const at::Tensor& weight, const at::Tensor& A,
                               const at::Tensor& B, const at::Tensor& C,
@@ -316,7 +478,7 @@ at::Tensor cross_scan_forward(const at::Tensor& x, const at::Tensor& low,
                               bool use_softplus, int64_t H, int64_t W) {
   const CrossDims c = cross_check(x, low, weight, A, B, C, H, W);
   const int64_t L = c.L, N = c.N, R = c.R, dim = c.dim;
-  auto y = at::zeros_like(x);
+  auto y = at::empty_like(x);
   const float *px = x.data_ptr<float>(), *plow = low.data_ptr<float>();
   const float *pw = weight.data_ptr<float>(), *pA = A.data_ptr<float>();
   const float *pB = B.data_ptr<float>(), *pC = C.data_ptr<float>();
@@ -326,29 +488,45 @@ at::Tensor cross_scan_forward(const at::Tensor& x, const at::Tensor& low,
   // Rows are (b, d); the four directions of a row run in one thread because
   // they all add into y[b, d].
   at::parallel_for(0, c.batch * dim, 1, [&](int64_t begin, int64_t end) {
-    Scratch s(L);
-    std::vector<float> out(L);
+    CrossScratch s(L, 3);
+    float *dt = s[0], *decay = s[1], *drive = s[2];
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dim, d = row % dim;
-      const float* xr = px + row * L;
-      float* yr = py + row * L;
+      const float* __restrict__ u = px + row * L;
+      float* __restrict__ yr = py + row * L;
+      float skip = 0.f;
       for (int k = 0; k < 4; ++k) {
-        const int64_t kd = k * dim + d, bk = b * 4 + k;
-        walk(k, H, W, [&](int64_t t, int64_t p) { s.u[t] = xr[p]; });
-        project(L, R, pw + kd * R, plow + bk * R * L, s.raw.data());
-        forward_row(L, N, s.u.data(), s.raw.data(), pB + bk * N * L,
-                    pC + bk * N * L, pA + kd * N, pbias ? pbias[kd] : 0.f,
-                    pD ? pD[kd] : 0.f, use_softplus, s, out.data());
-        walk(k, H, W, [&](int64_t t, int64_t p) { yr[p] += out[t]; });
+        const int64_t kd = k * dim + d;
+        project(L, R, pw + kd * R, plow + (b * 4 + k) * R * L, dt + k * L);
+        delta_row(L, pbias ? pbias[kd] : 0.f, use_softplus, dt + k * L,
+                  nullptr);
+        skip += pD ? pD[kd] : 0.f;
+      }
+      for (int64_t t = 0; t < L; ++t) yr[t] = skip * u[t];
+      for (int64_t n = 0; n < N; ++n) {
+        const float* Cn[4];
+        for (int k = 0; k < 4; ++k) {
+          const int64_t bkn = ((b * 4 + k) * N + n) * L;
+          decay_drive(L, pA[(k * dim + d) * N + n], dt + k * L, pB + bkn, u,
+                      decay + k * L, drive + k * L);
+          Cn[k] = pC + bkn;
+        }
+        recur_forward(H, W, decay, drive);
+        const float *__restrict__ h = drive, *__restrict__ C0 = Cn[0],
+                     *__restrict__ C1 = Cn[1], *__restrict__ C2 = Cn[2],
+                     *__restrict__ C3 = Cn[3];
+        for (int64_t t = 0; t < L; ++t)
+          yr[t] += C0[t] * h[t] + C1[t] * h[L + t] + C2[t] * h[2 * L + t] +
+                   C3[t] * h[3 * L + t];
       }
     }
   });
   return y;
 }
 
-// Returns the gradients of x, of the raw delta (b, 4, d, L) in scan order
-// (the caller turns it into dt_proj's weight and input gradients with two
-// matmuls), A, B, C (scan order), D and delta_bias.
+// Returns the gradients of x, of the raw delta (b, 4, d, L) (the caller
+// turns it into dt_proj's weight and input gradients with two matmuls), A,
+// B, C, D and delta_bias; everything per position in map order.
 std::vector<at::Tensor> cross_scan_backward(
     const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& low,
     const at::Tensor& weight, const at::Tensor& A, const at::Tensor& B,
@@ -357,7 +535,7 @@ std::vector<at::Tensor> cross_scan_backward(
   check_float(grad_y, "grad_y");
   const CrossDims c = cross_check(x, low, weight, A, B, C, H, W);
   const int64_t L = c.L, N = c.N, R = c.R, batch = c.batch, dim = c.dim;
-  auto gx = at::zeros_like(x);
+  auto gx = at::empty_like(x);
   auto graw = at::empty({batch, 4, dim, L}, x.options());
   auto gA_rows = at::empty({batch, 4, dim, N}, x.options());
   // B and C gradients summed per chunk of channels, then over the chunks:
@@ -375,36 +553,68 @@ std::vector<at::Tensor> cross_scan_backward(
   const float* pC = C.data_ptr<float>();
   const float* pD = given(D) ? D.data_ptr<float>() : nullptr;
   const float* pbias = given(bias) ? bias.data_ptr<float>() : nullptr;
+  float *pgx = gx.data_ptr<float>(), *pgraw = graw.data_ptr<float>();
+  float *pgA = gA_rows.data_ptr<float>(), *pgD = gD_rows.data_ptr<float>();
+  float* pgbias = gbias_rows.data_ptr<float>();
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
-    Scratch s(L);
+    CrossScratch s(L, 6);
+    float *dt = s[0], *sig = s[1], *decay = s[2], *states = s[3],
+          *carry = s[4], *prev = s[5];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / chunks, part = task % chunks;
       const int64_t d_end = std::min(dim, (part + 1) * chunk);
       for (int64_t d = part * chunk; d < d_end; ++d) {
         const int64_t row = b * dim + d;
-        const float* xr = px + row * L;
-        const float* gr = pg + row * L;
-        float* gxr = gx.data_ptr<float>() + row * L;
+        const float* __restrict__ u = px + row * L;
+        const float* __restrict__ g = pg + row * L;
+        float* __restrict__ gxr = pgx + row * L;
+        float skip = 0.f, gskip = 0.f;
         for (int k = 0; k < 4; ++k) {
-          const int64_t kd = k * dim + d, bk = b * 4 + k;
-          const int64_t krow = bk * dim + d;
-          const int64_t slice = (task * 4 + k) * N * L;
-          walk(k, H, W, [&](int64_t t, int64_t p) {
-            s.u[t] = xr[p];
-            s.g[t] = gr[p];
-          });
-          project(L, R, pw + kd * R, plow + bk * R * L, s.raw.data());
-          backward_row(L, N, s.u.data(), s.raw.data(), pB + bk * N * L,
-                       pC + bk * N * L, s.g.data(), pA + kd * N,
-                       pbias ? pbias[kd] : 0.f, pD ? pD[kd] : 0.f,
-                       use_softplus, s, s.gu.data(),
-                       graw.data_ptr<float>() + krow * L,
-                       gB_part.data_ptr<float>() + slice,
-                       gC_part.data_ptr<float>() + slice,
-                       gA_rows.data_ptr<float>() + krow * N,
-                       gD_rows.data_ptr<float>()[krow],
-                       gbias_rows.data_ptr<float>()[krow]);
-          walk(k, H, W, [&](int64_t t, int64_t p) { gxr[p] += s.gu[t]; });
+          const int64_t kd = k * dim + d;
+          project(L, R, pw + kd * R, plow + (b * 4 + k) * R * L, dt + k * L);
+          delta_row(L, pbias ? pbias[kd] : 0.f, use_softplus, dt + k * L,
+                    sig + k * L);
+          skip += pD ? pD[kd] : 0.f;
+          float* gr = pgraw + ((b * 4 + k) * dim + d) * L;
+          for (int64_t t = 0; t < L; ++t) gr[t] = 0.f;
+        }
+        for (int64_t t = 0; t < L; ++t) {
+          gxr[t] = skip * g[t];
+          gskip += g[t] * u[t];
+        }
+        for (int64_t n = 0; n < N; ++n) {
+          for (int k = 0; k < 4; ++k) {
+            const int64_t bkn = ((b * 4 + k) * N + n) * L;
+            const float* Cn = pC + bkn;
+            float *dk = decay + k * L, *ck = carry + k * L;
+            decay_drive(L, pA[(k * dim + d) * N + n], dt + k * L, pB + bkn,
+                        u, dk, states + k * L);
+            for (int64_t t = 0; t < L; ++t) ck[t] = dk[t] * (g[t] * Cn[t]);
+          }
+          recur_forward(H, W, decay, states);
+          recur_reverse(H, W, decay, carry);
+          for (int k = 0; k < 4; ++k) {
+            const int64_t bk = b * 4 + k, bkn = (bk * N + n) * L;
+            const int64_t slice = ((task * 4 + k) * N + n) * L;
+            previous_states(k, H, W, states + k * L, prev + k * L);
+            pgA[(bk * dim + d) * N + n] = cross_grads(
+                L, pA[(k * dim + d) * N + n], g, u, pB + bkn, pC + bkn,
+                dt + k * L, decay + k * L, states + k * L, prev + k * L,
+                carry + k * L, gB_part.data_ptr<float>() + slice,
+                gC_part.data_ptr<float>() + slice, gxr,
+                pgraw + (bk * dim + d) * L);
+          }
+        }
+        for (int k = 0; k < 4; ++k) {
+          const int64_t krow = (b * 4 + k) * dim + d;
+          float* __restrict__ gr = pgraw + krow * L;
+          const float* __restrict__ sk = sig + k * L;
+          if (use_softplus)
+            for (int64_t t = 0; t < L; ++t) gr[t] *= sk[t];
+          float bias_sum = 0.f;
+          for (int64_t t = 0; t < L; ++t) bias_sum += gr[t];
+          pgbias[krow] = bias_sum;
+          pgD[krow] = gskip;  // the same sum in every direction's order
         }
       }
     }
@@ -423,6 +633,15 @@ std::vector<at::Tensor> depthwise_conv_backward(const at::Tensor& grad,
                                                 const at::Tensor& weight,
                                                 bool need_input,
                                                 bool need_weight);
+std::vector<at::Tensor> depthwise_conv_act_train(const at::Tensor& x,
+                                                 const at::Tensor& weight,
+                                                 const at::Tensor& bias,
+                                                 bool residual, int64_t act,
+                                                 bool save_pre);
+std::vector<at::Tensor> depthwise_conv_act_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+    const at::Tensor& bias, const at::Tensor& pre, bool residual, int64_t act,
+    bool need_input, bool need_weight);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmsparx CPU kernels: fused selective scan, depthwise conv";
@@ -430,6 +649,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "act(x + dwconv(x)) or act(dwconv(x)), inference only");
   m.def("depthwise_conv_backward", &depthwise_conv_backward,
         "gradients of dwconv(x) + bias: input, weight, bias");
+  m.def("depthwise_conv_act_train", &depthwise_conv_act_train,
+        "depthwise_conv_act and (save_pre) its pre-activation");
+  m.def("depthwise_conv_act_backward", &depthwise_conv_act_backward,
+        "gradients of depthwise_conv_act: input, weight, bias");
   m.def("forward", &scan_forward, "selective scan forward");
   m.def("backward", &scan_backward, "selective scan backward");
   m.def("cross_forward", &cross_scan_forward,
