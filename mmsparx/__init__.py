@@ -4,16 +4,13 @@
 mmsparx model into the ``MODELS`` registry of each installed toolbox and
 makes mmengine load checkpoints through the safe loader.
 
-Imported before torch (as mmsparx's tools do), it also turns on PyTorch's
-transparent-huge-page CPU allocations (``THP_MEM_ALLOC_ENABLE=1``) unless
-the variable is set: torch reads it once, at its first allocation, so after
-``import torch`` it must come from the environment. Without it every large
-activation is a fresh mapping faulted in 4 KiB pages, and on the 2-core
-machine that was 9 % of a SparX-Mamba-T training step.
+It also keeps the C heap's freed memory for reuse (see
+:mod:`mmsparx.malloc`): set ``MMSPARX_MALLOC_TUNING=0`` to leave glibc's
+defaults.
 """
-import os
+from .malloc import keep_freed_memory
 
-os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
+keep_freed_memory()
 
 from .checkpoint import install_mmengine_loader  # noqa: E402
 from .registry import (available_toolboxes, register_lazy_models,

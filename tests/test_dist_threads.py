@@ -21,8 +21,7 @@ STUB = textwrap.dedent('''\
     #!{python}
     import os, runpy, sys
     if sys.argv[1:3] == ['-m', 'torch.distributed.run']:
-        for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-                    'THP_MEM_ALLOC_ENABLE'):
+        for key in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
             print(f'{{key}}={{os.environ.get(key, "<unset>")}}')
         sys.exit(0)
     fake = os.environ.get('FAKE_CUDA')
@@ -62,8 +61,7 @@ def launch(stub: str, script: str, gpus: str,
     OMP/MKL_NUM_THREADS unset unless ``env`` sets them; FAKE_CUDA '0'/'1'
     makes torch.cuda.is_available() False/True in the helper."""
     full = {k: v for k, v in os.environ.items()
-            if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS',
-                         'THP_MEM_ALLOC_ENABLE')}
+            if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
     full.update(PYTHON=stub, PORT=str(free_port()), **env)
     args = [DEMO_DET, gpus] if script == 'dist_train.sh' else \
         [DEMO_DET, 'no.pth', gpus]
@@ -104,18 +102,3 @@ def test_cuda_machines_keep_torchruns_default(stub):
     assert exported(result) == {'OMP_NUM_THREADS': '<unset>',
                                 'MKL_NUM_THREADS': '<unset>'}
     assert 'no CUDA:' not in result.stdout
-
-
-@pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh'])
-def test_huge_page_allocations_are_on_unless_set(stub, script):
-    """torch reads THP_MEM_ALLOC_ENABLE once at start-up: the launcher
-    exports it (see mmsparx/__init__.py), keeping a value already set."""
-    def seen(result):
-        assert result.returncode == 0, result.stderr[-3000:]
-        return [line for line in result.stdout.splitlines()
-                if line.startswith('THP_MEM_ALLOC_ENABLE=')]
-
-    assert seen(launch(stub, script, '2', FAKE_CUDA='0')) == [
-        'THP_MEM_ALLOC_ENABLE=1']
-    assert seen(launch(stub, script, '2', FAKE_CUDA='0',
-                       THP_MEM_ALLOC_ENABLE='0')) == ['THP_MEM_ALLOC_ENABLE=0']

@@ -20,6 +20,3 @@ if [ -z "${OMP_NUM_THREADS:-}" ]; then
     fi
 fi
 
-# Big CPU tensors on transparent huge pages (see mmsparx/__init__.py); torch
-# reads this once at start-up, so it goes into the environment here.
-export THP_MEM_ALLOC_ENABLE=${THP_MEM_ALLOC_ENABLE:-1}

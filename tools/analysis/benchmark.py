@@ -30,11 +30,11 @@ from typing import Callable, List, Optional, Sequence, Tuple
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import mmsparx  # noqa: E402,F401  before torch: its allocator settings
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmsparx.cli import json_stdout  # noqa: E402
+from mmsparx.malloc import ENV as MALLOC_ENV  # noqa: E402
 from mmsparx.models.variants import build_classifier, model_names  # noqa
 
 # One optimizer for every model, so that the step costs compare: the
@@ -186,7 +186,7 @@ def main(argv=None) -> None:
             else 'inference')
     print(f'{mode}: batch {args.batch}, {args.input[0]}x{args.input[1]}, '
           f'{device}, amp={args.amp}, threads={torch.get_num_threads()}, '
-          f'THP_MEM_ALLOC_ENABLE={os.environ.get("THP_MEM_ALLOC_ENABLE")}')
+          f'{MALLOC_ENV}={os.environ.get(MALLOC_ENV, "1")}')
     for row in rows:
         ratio = row['img_per_s'] / rows[0]['img_per_s']
         print(f'{row["name"]:<16}{row["img_per_s"]:>10.2f} img/s  '

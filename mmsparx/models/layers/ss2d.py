@@ -85,10 +85,12 @@ class SS2D(nn.Module):
         b, d, h, w = x.shape
         length = h * w
         # One (4(R+2N), D) @ (D, L) product per image; a broadcast batched
-        # matmul would first copy x four times.
-        proj = torch.matmul(self.x_proj_weight.view(-1, d),
-                            x.reshape(b, d, length)).view(
-                                b, DIRECTIONS, -1, length)
+        # matmul would first copy x four times, and matmul's 2-D @ 3-D
+        # folding copies it transposed.
+        weight = self.x_proj_weight.view(-1, d)
+        proj = torch.bmm(weight.expand(b, -1, -1),
+                         x.reshape(b, d, length)).view(
+                             b, DIRECTIONS, -1, length)
         dts, Bs, Cs = torch.split(
             proj, [self.dt_rank, self.d_state, self.d_state], dim=2)
         return cross_selective_scan(
