@@ -19,4 +19,3 @@ if [ -z "${OMP_NUM_THREADS:-}" ]; then
         echo "no CUDA: OMP_NUM_THREADS=$THREADS for each of $GPUS CPU processes (set OMP_NUM_THREADS to override)"
     fi
 fi
-
