@@ -122,6 +122,9 @@ class _DepthwiseActFn(torch.autograd.Function):
     # 1280 x 14 x 14 3x3: 11.8 both), but larger ones come from glibc as
     # fresh pages each step, whose faults cost more than the recomputation
     # (192 x 56 x 56 5x5: 48 vs 31 ms; 384 x 56 x 56 3x3: 102 vs 85).
+    # Measured before mmsparx.malloc kept freed heap memory; blocks above
+    # glibc's 32 MiB cap (SparX-T's stage-1 ConvFFN at batch 8) are still
+    # fresh pages.
     KEEP_PRE_MAX_BYTES = 16 << 20
 
     @staticmethod
