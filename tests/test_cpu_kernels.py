@@ -1,12 +1,19 @@
 """The fused CPU inference kernels compute exactly the PyTorch functions
 they replace (same parameters, same numbers)."""
+import copy
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from mmsparx.models.layers.common import (DepthwiseConv, PointwiseConv,
-                                          _DepthwiseActFn)
+                                          _DepthwiseActFn, fold_batchnorm)
+from mmsparx.models.layers.dmca import DMCA
 from mmsparx.ops.selective_scan import _cpu_kernel
+
+# The module, not the function ``mmsparx.ops`` exports under its name.
+SCAN_MODULE = importlib.import_module('mmsparx.ops.selective_scan')
 
 needs_kernel = pytest.mark.skipif(
     _cpu_kernel() is None, reason='CPU kernels not built (MMSPARX_NO_EXT=1)')
@@ -22,7 +29,6 @@ def test_depthwise_fused_equals_pytorch(kernel, residual, act, size,
     torch.manual_seed(0)
     conv = DepthwiseConv(6, kernel)
     monkeypatch.setattr(conv, 'MIN_KERNEL_PIXELS', 1)
-    monkeypatch.setattr(conv, 'MIN_RESIDUAL_KERNEL_PIXELS', 1)
     x = torch.randn(2, 6, *size)
     expected = conv(x)
     if residual:
@@ -30,7 +36,7 @@ def test_depthwise_fused_equals_pytorch(kernel, residual, act, size,
     expected = {'gelu': F.gelu, 'silu': F.silu, None: lambda t: t}[act](
         expected)
     with torch.no_grad():
-        assert conv._kernel_applies(x, residual)
+        assert conv._kernel_applies(x)
         out = conv.fused(x, residual=residual, act=act)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
@@ -43,10 +49,9 @@ def test_depthwise_fused_paths():
     x = torch.randn(1, 4, 28, 29, requires_grad=True)
     with torch.no_grad():
         assert conv._kernel_applies(x)
-        small = x[..., :20, :20].contiguous()
-        assert not conv._kernel_applies(small)  # oneDNN wins there
-        assert conv._kernel_applies(small, residual=True)
-        assert not conv._kernel_applies(x[..., :13, :13].contiguous(), True)
+        assert conv._kernel_applies(x[..., :14, :14].contiguous())
+        # oneDNN wins below 14 x 14
+        assert not conv._kernel_applies(x[..., :13, :14].contiguous())
         assert conv.fused(x, residual=True, act='gelu').grad_fn is None
     assert not conv._kernel_applies(x)  # training: autograd needs a graph
     assert conv._trains_on_kernel(x)
@@ -199,3 +204,91 @@ def test_depthwise_fused_training_partial_gradients(grads):
     for grad, ref_grad in zip(got, ref_grads):
         torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-4,
                                    atol=1e-4)
+
+
+def _random_batchnorm(channels: int) -> torch.nn.BatchNorm2d:
+    norm = torch.nn.BatchNorm2d(channels).eval()
+    with torch.no_grad():
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return norm
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_folded_batchnorm_is_the_conv_then_the_norm(bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=bias).double()
+    norm = _random_batchnorm(6).double()
+    x = torch.randn(2, 4, 5, 7, dtype=torch.float64)
+    weight, shift = fold_batchnorm(conv.weight, conv.bias, norm)
+    torch.testing.assert_close(F.conv2d(x, weight, shift, padding=1),
+                               norm(conv(x)))
+
+
+class _CountingKernel:
+    """The compiled module, counting its depthwise_conv_act calls."""
+
+    def __init__(self, kernel):
+        self.kernel, self.calls = kernel, 0
+
+    def depthwise_conv_act(self, *args):
+        self.calls += 1
+        return self.kernel.depthwise_conv_act(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+
+@needs_kernel
+@pytest.mark.parametrize('act', ['gelu', None])
+def test_depthwise_with_folded_batchnorm_equals_pytorch(act, monkeypatch):
+    torch.manual_seed(0)
+    conv = DepthwiseConv(5, 3, bias=False)
+    norm = _random_batchnorm(5)
+    x = torch.randn(2, 5, 14, 15)
+    expected = norm(conv(x))
+    expected = F.gelu(expected) if act else expected
+    counting = _CountingKernel(_cpu_kernel())
+    monkeypatch.setattr(SCAN_MODULE, '_cpu_kernel', lambda: counting)
+    with torch.no_grad():
+        out = conv.fused_bn(x, norm, act=act)
+    assert counting.calls == 1
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # A norm that trains (parameters with gradients, or batch statistics)
+    # is not folded.
+    conv.requires_grad_(False)
+    out = conv.fused_bn(x, norm, act=act)
+    out.sum().backward()
+    assert norm.weight.grad is not None and counting.calls == 1
+    norm.train()
+    with torch.no_grad():
+        expected = copy.deepcopy(norm)(conv(x))
+        expected = F.gelu(expected) if act else expected
+        torch.testing.assert_close(conv.fused_bn(x, norm, act=act), expected)
+    assert counting.calls == 1
+
+
+@needs_kernel
+def test_dmca_on_the_kernels_equals_its_pytorch_function(monkeypatch):
+    """A ganglion layer's DMCA at maps where the kernels run (its d_proj's
+    conv + BN + GELU folded into one call, its fusion conv + GELU in
+    another) against the same module in float64, where none run."""
+    torch.manual_seed(0)
+    dmca = DMCA(8, num_inputs=2, out_dim=16, sr_ratio=2).eval()
+    for module in dmca.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.load_state_dict(_random_batchnorm(
+                module.num_features).state_dict())
+    x = torch.randn(2, 8, 16, 14)
+    inputs = [torch.randn(2, 8, 16, 14) for _ in range(2)]
+    counting = _CountingKernel(_cpu_kernel())
+    monkeypatch.setattr(SCAN_MODULE, '_cpu_kernel', lambda: counting)
+    with torch.inference_mode():
+        out = dmca(x, inputs)
+        expected = copy.deepcopy(dmca).double()(
+            x.double(), [t.double() for t in inputs])
+    assert counting.calls == 2
+    assert out.shape == (2, 16, 16, 14)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)

@@ -82,6 +82,27 @@ class PointwiseConv(nn.Conv2d):
 _ACTS = {None: 0, 'gelu': 1, 'silu': 2}
 
 
+def _activate(x: Tensor, act: Optional[str]) -> Tensor:
+    if act == 'gelu':
+        return F.gelu(x)
+    return F.silu(x) if act == 'silu' else x
+
+
+def fold_batchnorm(weight: Tensor, bias: Optional[Tensor],
+                   norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Weight and bias of ``norm(conv(x))`` as one convolution, for an
+    eval-mode norm (running statistics)."""
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    shift = -norm.running_mean * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias
+    if bias is not None:
+        shift = shift + bias * scale
+    return weight * scale.view(-1, *([1] * (weight.dim() - 1))), shift
+
+
 class _DepthwiseFn(torch.autograd.Function):
     """dwconv(x) + bias with the C++ kernels both ways (CPU training):
     PyTorch's CPU depthwise backward was a fifth of a SparX-Mamba-T step."""
@@ -181,7 +202,7 @@ class DepthwiseConv(nn.Conv2d):
 
     def fused(self, x: Tensor, residual: bool = False,
               act: Optional[str] = None) -> Tensor:
-        if self._kernel_applies(x, residual):
+        if self._kernel_applies(x):
             from mmsparx.ops.selective_scan import _cpu_kernel
             return _cpu_kernel().depthwise_conv_act(
                 x, self.weight, self.bias, residual, _ACTS[act])
@@ -189,19 +210,29 @@ class DepthwiseConv(nn.Conv2d):
             return _DepthwiseActFn.apply(x, self.weight, self.bias, residual,
                                          _ACTS[act])
         out = self(x)
-        if residual:
-            out = x + out
-        if act == 'gelu':
-            return F.gelu(out)
-        return F.silu(out) if act == 'silu' else out
+        return _activate(x + out if residual else out, act)
 
-    # Smallest maps (H * W) where the inference kernel beats oneDNN plus
-    # separate add / activation passes, measured on 2 threads at SparX-T's
-    # sizes (batch 8, fused / PyTorch time): with the residual (ConvFFN 3x3
-    # + GELU, DPE 3x3) 0.7-0.8x at 14x14 against 1.0-1.6x at 7x7; without it
-    # (SS2D 5x5 + SiLU) 0.8-1.0x at 28x28, 1.2x at 14x14, 1.6x at 7x7.
-    MIN_KERNEL_PIXELS = 28 * 28
-    MIN_RESIDUAL_KERNEL_PIXELS = 14 * 14
+    def fused_bn(self, x: Tensor, norm: nn.BatchNorm2d,
+                 act: Optional[str] = None) -> Tensor:
+        """``act(norm(conv(x)))``; with ``norm`` in eval mode, where the
+        inference kernel applies, one pass with the norm folded into the
+        convolution's weight and bias."""
+        norm_trains = torch.is_grad_enabled() and any(
+            p.requires_grad for p in norm.parameters())
+        if not norm.training and norm.running_var is not None and \
+                not norm_trains and self._kernel_applies(x):
+            from mmsparx.ops.selective_scan import _cpu_kernel
+            weight, bias = fold_batchnorm(self.weight, self.bias, norm)
+            return _cpu_kernel().depthwise_conv_act(x, weight, bias, False,
+                                                    _ACTS[act])
+        return _activate(norm(self(x)), act)
+
+    # Smallest map (H * W) where the inference kernel beats oneDNN plus
+    # separate add / norm / activation passes, measured on 2 threads at
+    # SparX-T's sizes (batch 8, kernel / PyTorch time): at 14x14 0.5-0.8x
+    # (3x3 with GELU, the residual or a folded BN; 5x5 + SiLU: 1.02x), at
+    # 7x7 1.0-1.8x.
+    MIN_KERNEL_PIXELS = 14 * 14
 
     def _cpu_float(self, x: Tensor) -> bool:
         """Where the kernels compute exactly this layer's function."""
@@ -219,10 +250,9 @@ class DepthwiseConv(nn.Conv2d):
         return torch.is_grad_enabled() and (x.requires_grad or
                                             self.weight.requires_grad)
 
-    def _kernel_applies(self, x: Tensor, residual: bool = False) -> bool:
-        least = self.MIN_RESIDUAL_KERNEL_PIXELS if residual else \
-            self.MIN_KERNEL_PIXELS
-        return x.dim() == 4 and x.shape[-2] * x.shape[-1] >= least and \
+    def _kernel_applies(self, x: Tensor) -> bool:
+        return x.dim() == 4 and \
+            x.shape[-2] * x.shape[-1] >= self.MIN_KERNEL_PIXELS and \
             not self._records_grad(x) and self._cpu_float(x)
 
     def _trains_on_kernel(self, x: Tensor) -> bool:

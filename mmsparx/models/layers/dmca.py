@@ -110,8 +110,13 @@ class DMCA(nn.Module):
         attn = torch.softmax((q @ k.transpose(-1, -2)) * scale, dim=-1)
         return (attn @ v).view(b, c, -1)
 
+    def _project(self, x: Tensor) -> Tensor:
+        """``d_proj``: its depthwise conv, BN and GELU as one fused call."""
+        dwconv, norm, _, proj, _ = self.d_proj
+        return F.gelu(proj(dwconv.fused_bn(x, norm, act='gelu')))
+
     def forward(self, x: Tensor, inputs: Sequence[Tensor]) -> Tensor:
-        y = self.d_proj(self.d_norm(torch.cat(list(inputs), dim=1)))
+        y = self._project(self.d_norm(torch.cat(list(inputs), dim=1)))
         yk, yv = y.chunk(2, dim=1)
         b, c, h, w = x.shape
         q, k, v = self.q(x), self.k(yk), self.v(yv)
@@ -119,8 +124,9 @@ class DMCA(nn.Module):
         # Where SR keeps the size (r = 1, or a map too small to shrink) the
         # authors concatenate the projected Q in place of X.
         first = q if q.shape[-2:] == x.shape[-2:] else x
-        out = self.fuse(channel_shuffle(
-            torch.cat([first, z.view(b, c, h, w), v], 1), 3))
+        dwconv, _, mix = self.fuse
+        out = mix(dwconv.fused(channel_shuffle(
+            torch.cat([first, z.view(b, c, h, w), v], 1), 3), act='gelu'))
         missing = self.out_dim - out.shape[1]
         if missing:
             # Channel-adaptive average pooling: the mean of `missing` equal

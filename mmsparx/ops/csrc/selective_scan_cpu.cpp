@@ -28,9 +28,32 @@
 
 namespace {
 
-// softplus with PyTorch's threshold: above 20 it is x to float precision.
+// log1p(e) for e in [0, 1] as 2 atanh(s), s = e / (2 + e) <= 1/3, by the
+// odd series through s^13 (truncation below 2e-8 relative): a division and
+// seven multiply-adds that vectorise inline, where glibc's vector log1pf
+// cost twice its expf and a third of the cross scan's forward.
+inline float log1p_unit(float e) {
+  const float s = e / (2.f + e), s2 = s * s;
+  float p = 1.f / 13.f;
+  p = p * s2 + 1.f / 11.f;
+  p = p * s2 + 1.f / 9.f;
+  p = p * s2 + 1.f / 7.f;
+  p = p * s2 + 1.f / 5.f;
+  p = p * s2 + 1.f / 3.f;
+  p = p * s2 + 1.f;
+  return 2.f * s * p;
+}
+
+// softplus(x) = max(x, 0) + log1p(exp(-|x|)): one exp in (0, 1], no
+// overflow; above PyTorch's threshold of 20 the second term is below half
+// an ulp of x, so it is x, as PyTorch's.
 inline float softplus(float x) {
-  return x > 20.f ? x : std::log1p(std::exp(x));
+  return std::max(x, 0.f) + log1p_unit(std::exp(-std::abs(x)));
+}
+
+// sigmoid(x) from e = exp(-|x|), the exp softplus(x) used.
+inline float sigmoid_from(float x, float e) {
+  return (x >= 0.f ? 1.f : e) / (1.f + e);
 }
 
 inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
@@ -413,7 +436,7 @@ inline void project(int64_t L, int64_t R, const float* w, const float* low,
 }
 
 // dt = softplus(raw + bias) over raw, in place; with sig given also its
-// derivative sigmoid(raw + bias), from the same exp: e / (1 + e).
+// derivative sigmoid(raw + bias), from the same exp.
 void delta_row(int64_t L, float bias, bool use_softplus,
                float* __restrict__ dt, float* __restrict__ sig) {
   if (!use_softplus) {
@@ -422,9 +445,9 @@ void delta_row(int64_t L, float bias, bool use_softplus,
     for (int64_t t = 0; t < L; ++t) dt[t] = softplus(dt[t] + bias);
   } else {
     for (int64_t t = 0; t < L; ++t) {
-      const float x = dt[t] + bias, e = std::exp(x);
-      dt[t] = x > 20.f ? x : std::log1p(e);
-      sig[t] = x > 20.f ? 1.f : e / (1.f + e);
+      const float x = dt[t] + bias, e = std::exp(-std::abs(x));
+      dt[t] = std::max(x, 0.f) + log1p_unit(e);
+      sig[t] = sigmoid_from(x, e);
     }
   }
 }
