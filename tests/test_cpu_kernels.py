@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmsparx.models.layers.common import (DepthwiseConv, PointwiseConv,
+from mmsparx.models.layers.common import (ConvFFN, DepthwiseConv,
+                                          PointwiseConv,
                                           _DepthwiseActFn, fold_batchnorm)
 from mmsparx.models.layers.dmca import DMCA
 from mmsparx.ops.selective_scan import _cpu_kernel
@@ -78,15 +79,18 @@ def test_depthwise_fused_paths():
 
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('grads', ['both', 'input', 'weight'])
-def test_pointwise_conv_is_a_1x1_convolution(bias, grads):
+@pytest.mark.parametrize('size', [(4, 6), (9, 8)])
+def test_pointwise_conv_is_a_1x1_convolution(bias, grads, size):
     """Same keys, outputs and gradients (input, weight, bias: the training
-    Function's own backward) as a 1x1 convolution in float64."""
+    Function's own backward) as a 1x1 convolution in float64; inference on
+    maps up to FOLD_BATCH_MAX_PIXELS as one product over the batch."""
     torch.manual_seed(0)
     conv = PointwiseConv(5, 7, bias=bias)
     assert sorted(conv.state_dict()) == sorted(
         torch.nn.Conv2d(5, 7, 1, bias=bias).state_dict())
+    assert (size[0] * size[1] <= conv.FOLD_BATCH_MAX_PIXELS) == (size[0] == 4)
     conv.weight.requires_grad_(grads != 'input')
-    x = torch.randn(3, 5, 4, 6, requires_grad=grads != 'weight')
+    x = torch.randn(3, 5, *size, requires_grad=grads != 'weight')
     out = conv(x)
     params = [p for p in conv.parameters() if p.requires_grad]
     wanted = ([x] if x.requires_grad else []) + params
@@ -292,3 +296,18 @@ def test_dmca_on_the_kernels_equals_its_pytorch_function(monkeypatch):
     assert counting.calls == 2
     assert out.shape == (2, 16, 16, 14)
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_ffn_runs_big_batches_in_chunks_with_the_same_numbers():
+    torch.manual_seed(0)
+    ffn = ConvFFN(4, 16).eval()
+    x = torch.randn(5, 4, 14, 14)
+    image = 16 * 14 * 14 * 4  # bytes of one image's hidden map
+    ffn.CHUNK_BYTES = 2 * image + 1
+    assert ffn._chunk(x) == 5  # recording gradients: the whole batch
+    with torch.no_grad():
+        assert ffn._chunk(x) == 2
+        whole = ffn._mlp(x)
+        torch.testing.assert_close(ffn(x), whole)
+        ffn.CHUNK_BYTES = ConvFFN.CHUNK_BYTES
+        assert ffn._chunk(x) == 5
