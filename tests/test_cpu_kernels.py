@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from mmsparx.models.layers.common import (ConvFFN, DepthwiseConv,
-                                          PointwiseConv,
-                                          _DepthwiseActFn, fold_batchnorm)
+                                          PointwiseConv, _DepthwiseActFn,
+                                          fold_batchnorm,
+                                          pointwise_then_depthwise)
 from mmsparx.models.layers.dmca import DMCA
 from mmsparx.ops.selective_scan import _cpu_kernel
 
@@ -25,20 +26,41 @@ needs_kernel = pytest.mark.skipif(
 @pytest.mark.parametrize('residual,act', [(True, 'gelu'), (True, None),
                                           (False, 'silu'), (False, None)])
 @pytest.mark.parametrize('size', [(7, 9), (1, 1), (2, 13), (16, 16)])
-def test_depthwise_fused_equals_pytorch(kernel, residual, act, size,
+@pytest.mark.parametrize('in_bias', [False, True])
+def test_depthwise_fused_equals_pytorch(kernel, residual, act, size, in_bias,
                                         monkeypatch):
     torch.manual_seed(0)
     conv = DepthwiseConv(6, kernel)
     monkeypatch.setattr(conv, 'MIN_KERNEL_PIXELS', 1)
     x = torch.randn(2, 6, *size)
-    expected = conv(x)
+    shift = torch.randn(6) if in_bias else None
+    u = x + shift.view(1, -1, 1, 1) if in_bias else x
+    expected = conv(u)
     if residual:
-        expected = expected + x
+        expected = expected + u
     expected = {'gelu': F.gelu, 'silu': F.silu, None: lambda t: t}[act](
         expected)
     with torch.no_grad():
         assert conv._kernel_applies(x)
-        out = conv.fused(x, residual=residual, act=act)
+        out = conv.fused(x, residual=residual, act=act, in_bias=shift)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize('residual,act', [(True, 'gelu'), (False, 'silu')])
+def test_pointwise_bias_rides_the_depthwise_kernel(residual, act,
+                                                   monkeypatch):
+    """In inference the 1x1 product runs without its bias and the kernel
+    adds it to the map it loads: the same numbers as the two layers."""
+    torch.manual_seed(0)
+    pointwise, depthwise = PointwiseConv(4, 8), DepthwiseConv(8, 3)
+    x = torch.randn(2, 4, 14, 15)
+    expected = depthwise.fused(pointwise(x), residual, act)  # autograd path
+    counting = _CountingKernel(_cpu_kernel())
+    monkeypatch.setattr(SCAN_MODULE, '_cpu_kernel', lambda: counting)
+    with torch.no_grad():
+        out = pointwise_then_depthwise(pointwise, depthwise, x, residual, act)
+    assert counting.calls == 1 and counting.in_bias_given
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -235,10 +257,11 @@ class _CountingKernel:
     """The compiled module, counting its depthwise_conv_act calls."""
 
     def __init__(self, kernel):
-        self.kernel, self.calls = kernel, 0
+        self.kernel, self.calls, self.in_bias_given = kernel, 0, False
 
     def depthwise_conv_act(self, *args):
         self.calls += 1
+        self.in_bias_given = args[-1].numel() > 0
         return self.kernel.depthwise_conv_act(*args)
 
     def __getattr__(self, name):

@@ -61,9 +61,13 @@ class PointwiseConv(nn.Conv2d):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.product(x, self.bias)
+
+    def product(self, x: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """This layer's convolution of ``x`` with ``bias`` (None: none)."""
         if x.device.type != 'cpu' or not x.is_contiguous() or \
                 torch.jit.is_tracing():
-            return super().forward(x)
+            return F.conv2d(x, self.weight, bias)
         b, _, h, w = x.shape
         weight = self.weight.view(self.out_channels, -1)
         flat = x.reshape(b, -1, h * w)
@@ -71,18 +75,17 @@ class PointwiseConv(nn.Conv2d):
                 weight.dtype == torch.float32 and \
                 not torch.is_autocast_enabled('cpu') and \
                 (x.requires_grad or weight.requires_grad):
-            return _PointwiseFn.apply(flat, weight, self.bias).view(
-                b, -1, h, w)
+            return _PointwiseFn.apply(flat, weight, bias).view(b, -1, h, w)
         if h * w <= self.FOLD_BATCH_MAX_PIXELS and b > 1:
             # (C_out, C_in) @ (C_in, B*HW): one product instead of B thin ones.
             cols = flat.transpose(0, 1).reshape(flat.shape[1], -1)
-            out = torch.mm(weight, cols) if self.bias is None else \
-                torch.addmm(self.bias.view(-1, 1), weight, cols)
+            out = torch.mm(weight, cols) if bias is None else \
+                torch.addmm(bias.view(-1, 1), weight, cols)
             return out.view(-1, b, h, w).transpose(0, 1).contiguous()
-        if self.bias is None:
-            out = torch.matmul(weight, flat)
+        if bias is None:
+            out = torch.bmm(weight.expand(b, -1, -1), flat)
         else:
-            out = torch.baddbmm(self.bias.view(1, -1, 1),
+            out = torch.baddbmm(bias.view(1, -1, 1),
                                 weight.expand(b, -1, -1), flat)
         return out.view(b, -1, h, w)
 
@@ -127,9 +130,9 @@ class _DepthwiseFn(torch.autograd.Function):
         from mmsparx.ops.selective_scan import _cpu_kernel
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        none = weight.new_empty(0)
         return _cpu_kernel().depthwise_conv_act(
-            x, weight, weight.new_empty(0) if bias is None else bias, False,
-            0)
+            x, weight, none if bias is None else bias, False, 0, none)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -215,11 +218,19 @@ class DepthwiseConv(nn.Conv2d):
         return super().forward(x)
 
     def fused(self, x: Tensor, residual: bool = False,
-              act: Optional[str] = None) -> Tensor:
+              act: Optional[str] = None,
+              in_bias: Optional[Tensor] = None) -> Tensor:
+        """``act(conv(u) (+ u))`` for ``u = x + in_bias`` (per channel: the
+        bias of a product before this layer, which the inference kernel
+        adds as it loads the map)."""
         if self._kernel_applies(x):
             from mmsparx.ops.selective_scan import _cpu_kernel
+            none = x.new_empty(0)
             return _cpu_kernel().depthwise_conv_act(
-                x, self.weight, self.bias, residual, _ACTS[act])
+                x, self.weight, none if self.bias is None else self.bias,
+                residual, _ACTS[act], none if in_bias is None else in_bias)
+        if in_bias is not None:
+            x = x + in_bias.view(1, -1, 1, 1)
         if self._trains_on_kernel(x):
             return _DepthwiseActFn.apply(x, self.weight, self.bias, residual,
                                          _ACTS[act])
@@ -238,7 +249,7 @@ class DepthwiseConv(nn.Conv2d):
             from mmsparx.ops.selective_scan import _cpu_kernel
             weight, bias = fold_batchnorm(self.weight, self.bias, norm)
             return _cpu_kernel().depthwise_conv_act(x, weight, bias, False,
-                                                    _ACTS[act])
+                                                    _ACTS[act], x.new_empty(0))
         return _activate(norm(self(x)), act)
 
     # Smallest map (H * W) where the inference kernel beats oneDNN plus
@@ -271,6 +282,19 @@ class DepthwiseConv(nn.Conv2d):
 
     def _trains_on_kernel(self, x: Tensor) -> bool:
         return self._records_grad(x) and self._cpu_float(x)
+
+
+def pointwise_then_depthwise(
+        pointwise: PointwiseConv, depthwise: DepthwiseConv, x: Tensor,
+        residual: bool = False, act: Optional[str] = None) -> Tensor:
+    """``depthwise.fused(pointwise(x), residual, act)``. In CPU inference
+    the product runs without its bias, which the depthwise kernel adds as it
+    loads the map, instead of a pass that writes the bias over the whole
+    product's output before the product adds into it."""
+    if not torch.is_grad_enabled() and depthwise._kernel_applies(x):
+        return depthwise.fused(pointwise.product(x, None), residual, act,
+                               in_bias=pointwise.bias)
+    return depthwise.fused(pointwise(x), residual, act)
 
 
 class DropPath(nn.Module):
@@ -342,8 +366,8 @@ class ConvFFN(nn.Module):
         return torch.cat([self._mlp(part) for part in x.split(chunk)])
 
     def _mlp(self, x: Tensor) -> Tensor:
-        return self.fc2(self.dwconv.fused(self.fc1(x), residual=True,
-                                          act='gelu'))
+        return self.fc2(pointwise_then_depthwise(self.fc1, self.dwconv, x,
+                                                 residual=True, act='gelu'))
 
     def _chunk(self, x: Tensor) -> int:
         """Images per chunk: all of them unless CPU inference with a

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mmsparx.ops import cross_selective_scan
 
-from .common import DepthwiseConv, PointwiseConv
+from .common import DepthwiseConv, PointwiseConv, pointwise_then_depthwise
 
 DIRECTIONS = 4
 
@@ -100,6 +100,10 @@ class SS2D(nn.Module):
             backend=self.scan_backend)
 
     def forward(self, x: Tensor, *in_proj_args) -> Tensor:
-        x = self.conv2d.fused(self.in_proj(x, *in_proj_args), act='silu')
+        if isinstance(self.in_proj, PointwiseConv):
+            x = pointwise_then_depthwise(self.in_proj, self.conv2d, x,
+                                         act='silu')
+        else:
+            x = self.conv2d.fused(self.in_proj(x, *in_proj_args), act='silu')
         y = self.scan(x).to(x.dtype)
         return self.out_proj(self.out_norm(y))

@@ -52,9 +52,17 @@ struct Padded {
       : H(H), W(W), pad(k / 2), Wp(W + k - 1),
         buf((H + k - 1) * (W + k - 1) + k, 0.f) {}
   float* row(int64_t i) { return buf.data() + (i + pad) * Wp + pad; }
-  void load(const float* src) {  // the borders stay zero
-    for (int64_t i = 0; i < H; ++i) std::copy(src + i * W, src + i * W + W,
-                                              row(i));
+  // src + add into the interior; the borders stay zero.
+  void load(const float* src, float add = 0.f) {
+    for (int64_t i = 0; i < H; ++i) {
+      const float* line = src + i * W;
+      float* dst = row(i);
+      if (add == 0.f) {
+        std::copy(line, line + W, dst);
+      } else {
+        for (int64_t j = 0; j < W; ++j) dst[j] = line[j] + add;
+      }
+    }
   }
 };
 
@@ -121,13 +129,14 @@ inline void tap_sums(const float* g, const float* src, int64_t k, int64_t n,
   }
 }
 
-// out = start + dwconv(in) (+ in when residual) over one H x W plane; xp
-// gets the padded plane, conv (H * Wp) the correlation.
-inline void conv_plane(const float* in, const float* wc, float start,
-                       bool residual, int64_t k, Padded& xp, float* conv,
-                       float* out) {
+// With u = in + in_add: out = start + dwconv(u) (+ u when residual) over
+// one H x W plane; xp gets the padded u, conv (H * Wp) the correlation.
+inline void conv_plane(const float* in, float in_add, const float* wc,
+                       float start, bool residual, int64_t k, Padded& xp,
+                       float* conv, float* out) {
   const int64_t H = xp.H, W = xp.W, Wp = xp.Wp;
-  xp.load(in);
+  xp.load(in, in_add);
+  if (residual) start += in_add;
   correlate(xp.buf.data(), wc, k, H, Wp, conv);
   for (int64_t i = 0; i < H; ++i) {
     const float* c = conv + i * Wp;
@@ -183,10 +192,12 @@ void check_map(const at::Tensor& x, const at::Tensor& weight,
               name, ": weight must be (C, 1, k, k), k odd");
 }
 
-// y = act(conv(x) + b (+ x)), and the pre-activation into pre when given.
+// With u = x + in_bias (per channel; none: x): y = act(conv(u) + b (+ u)),
+// and the pre-activation into pre when given.
 void conv_act_forward(const at::Tensor& x, const at::Tensor& weight,
-                      const at::Tensor& bias, bool residual, int64_t act,
-                      at::Tensor& y, float* ppre) {
+                      const at::Tensor& bias, const at::Tensor& in_bias,
+                      bool residual, int64_t act, at::Tensor& y,
+                      float* ppre) {
   const int64_t batch = x.size(0), C = x.size(1), H = x.size(2),
                 W = x.size(3), k = weight.size(2);
   auto w = weight.contiguous().to(at::kFloat);
@@ -194,6 +205,12 @@ void conv_act_forward(const at::Tensor& x, const at::Tensor& weight,
                                           : at::Tensor();
   const float *px = x.data_ptr<float>(), *pw = w.data_ptr<float>();
   const float* pb = b.defined() ? b.data_ptr<float>() : nullptr;
+  auto ib = in_bias.defined() && in_bias.numel()
+                ? in_bias.contiguous().to(at::kFloat)
+                : at::Tensor();
+  TORCH_CHECK(!ib.defined() || ib.numel() == C,
+              "depthwise_conv_act: in_bias must have one value per channel");
+  const float* pib = ib.defined() ? ib.data_ptr<float>() : nullptr;
   float* py = y.data_ptr<float>();
   const int64_t plane_size = H * W;
   at::parallel_for(0, batch * C, 1, [&](int64_t begin, int64_t end) {
@@ -203,8 +220,8 @@ void conv_act_forward(const at::Tensor& x, const at::Tensor& weight,
       const int64_t c = plane % C;
       float* out = py + plane * plane_size;
       float* s = ppre ? ppre + plane * plane_size : out;
-      conv_plane(px + plane * plane_size, pw + c * k * k, pb ? pb[c] : 0.f,
-                 residual, k, xp, conv.data(), s);
+      conv_plane(px + plane * plane_size, pib ? pib[c] : 0.f, pw + c * k * k,
+                 pb ? pb[c] : 0.f, residual, k, xp, conv.data(), s);
       activate(act, s, out, plane_size);
     }
   });
@@ -214,11 +231,11 @@ void conv_act_forward(const at::Tensor& x, const at::Tensor& weight,
 
 at::Tensor depthwise_conv_act(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& bias, bool residual,
-                              int64_t act) {
+                              int64_t act, const at::Tensor& in_bias) {
   check_map(x, weight, "depthwise_conv_act");
   TORCH_CHECK(act >= kNone && act <= kSilu, "depthwise_conv_act: act");
   auto y = at::empty_like(x);
-  conv_act_forward(x, weight, bias, residual, act, y, nullptr);
+  conv_act_forward(x, weight, bias, in_bias, residual, act, y, nullptr);
   return y;
 }
 
@@ -235,7 +252,7 @@ std::vector<at::Tensor> depthwise_conv_act_train(const at::Tensor& x,
   auto y = at::empty_like(x);
   at::Tensor pre = save_pre && act != kNone ? at::empty_like(x)
                                             : x.new_empty({0});
-  conv_act_forward(x, weight, bias, residual, act, y,
+  conv_act_forward(x, weight, bias, at::Tensor(), residual, act, y,
                    pre.numel() ? pre.data_ptr<float>() : nullptr);
   return {y, pre};
 }
@@ -385,7 +402,7 @@ std::vector<at::Tensor> depthwise_conv_act_backward(
         if (act != kNone) {
           const float* s = ppre ? ppre + offset : s_buf.data();
           if (!ppre)
-            conv_plane(in, wc, pb ? pb[c] : 0.f, residual, k, xp,
+            conv_plane(in, 0.f, wc, pb ? pb[c] : 0.f, residual, k, xp,
                        conv.data(), s_buf.data());
           activation_grad(act, gs, s, gs_buf.data(), plane_size);
           gs = gs_buf.data();

@@ -653,7 +653,7 @@ std::vector<at::Tensor> cross_scan_backward(
 // depthwise_cpu.cpp
 at::Tensor depthwise_conv_act(const at::Tensor& x, const at::Tensor& weight,
                               const at::Tensor& bias, bool residual,
-                              int64_t act);
+                              int64_t act, const at::Tensor& in_bias);
 std::vector<at::Tensor> depthwise_conv_backward(const at::Tensor& grad,
                                                 const at::Tensor& x,
                                                 const at::Tensor& weight,
@@ -672,7 +672,8 @@ std::vector<at::Tensor> depthwise_conv_act_backward(
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmsparx CPU kernels: fused selective scan, depthwise conv";
   m.def("depthwise_conv_act", &depthwise_conv_act,
-        "act(x + dwconv(x)) or act(dwconv(x)), inference only");
+        "act(u + dwconv(u)) or act(dwconv(u)), u = x + in_bias per channel "
+        "(in_bias empty: u = x), inference only");
   m.def("depthwise_conv_backward", &depthwise_conv_backward,
         "gradients of dwconv(x) + bias: input, weight, bias");
   m.def("depthwise_conv_act_train", &depthwise_conv_act_train,
