@@ -99,6 +99,18 @@ class PointwiseConv(nn.Conv2d):
 _ACTS = {None: 0, 'gelu': 1, 'silu': 2}
 
 
+def _depthwise_kernel(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                      residual: bool = False, act: Optional[str] = None,
+                      in_bias: Optional[Tensor] = None) -> Tensor:
+    """The C++ inference kernel ``depthwise_conv_act``; it takes empty
+    tensors where a bias is absent."""
+    from mmsparx.ops.selective_scan import _cpu_kernel
+    none = x.new_empty(0)
+    return _cpu_kernel().depthwise_conv_act(
+        x, weight, none if bias is None else bias, residual, _ACTS[act],
+        none if in_bias is None else in_bias)
+
+
 def _activate(x: Tensor, act: Optional[str]) -> Tensor:
     if act == 'gelu':
         return F.gelu(x)
@@ -127,12 +139,9 @@ class _DepthwiseFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor,
                 bias: Optional[Tensor]) -> Tensor:
-        from mmsparx.ops.selective_scan import _cpu_kernel
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        none = weight.new_empty(0)
-        return _cpu_kernel().depthwise_conv_act(
-            x, weight, none if bias is None else bias, False, 0, none)
+        return _depthwise_kernel(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -224,11 +233,8 @@ class DepthwiseConv(nn.Conv2d):
         bias of a product before this layer, which the inference kernel
         adds as it loads the map)."""
         if self._kernel_applies(x):
-            from mmsparx.ops.selective_scan import _cpu_kernel
-            none = x.new_empty(0)
-            return _cpu_kernel().depthwise_conv_act(
-                x, self.weight, none if self.bias is None else self.bias,
-                residual, _ACTS[act], none if in_bias is None else in_bias)
+            return _depthwise_kernel(x, self.weight, self.bias, residual, act,
+                                     in_bias)
         if in_bias is not None:
             x = x + in_bias.view(1, -1, 1, 1)
         if self._trains_on_kernel(x):
@@ -246,10 +252,8 @@ class DepthwiseConv(nn.Conv2d):
             p.requires_grad for p in norm.parameters())
         if not norm.training and norm.running_var is not None and \
                 not norm_trains and self._kernel_applies(x):
-            from mmsparx.ops.selective_scan import _cpu_kernel
             weight, bias = fold_batchnorm(self.weight, self.bias, norm)
-            return _cpu_kernel().depthwise_conv_act(x, weight, bias, False,
-                                                    _ACTS[act], x.new_empty(0))
+            return _depthwise_kernel(x, weight, bias, act=act)
         return _activate(norm(self(x)), act)
 
     # Smallest map (H * W) where the inference kernel beats oneDNN plus
