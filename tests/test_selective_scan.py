@@ -172,16 +172,38 @@ def test_cross_selective_scan_matches_scan_per_direction(backend, size):
     # 7x5: the fused kernel's column walks wrap between columns of a map
     # taller than wide.
     h, w, n, d = size
+    _check_cross_scan(backend, make_cross_inputs(2, d, h, w, n), h, w, True)
+
+
+@pytest.mark.parametrize('backend', [b for d, b in FAST if d == 'cpu'])
+@pytest.mark.parametrize('case', ['no_softplus', 'positive_A', 'large_delta'])
+def test_cross_selective_scan_exponent_signs(backend, case):
+    # The fused kernel's inline exp takes dt * A <= 0 only (softplus and
+    # A <= 0, as in SS2D); a negative dt or a positive A takes std::exp,
+    # and exponents below -87 are clamped (exp(-87) ~ 1.6e-38 for 0).
+    h, w, n, d = 3, 4, 2, 5
     inputs = make_cross_inputs(2, d, h, w, n)
+    with torch.no_grad():
+        if case == 'positive_A':
+            inputs['A'][::3] = 0.1
+        elif case == 'large_delta':
+            inputs['dt_low'].mul_(40)
+    _check_cross_scan(backend, inputs, h, w, case != 'no_softplus')
+
+
+def _check_cross_scan(backend, inputs, h, w, softplus):
+    """``cross_selective_scan`` against four explicit sequences through
+    the per-token loop, in outputs and gradients."""
     x, low = inputs['x'], inputs['dt_low']
+    b, d = x.shape[:2]
     delta = torch.einsum('kdr,bkrl->bkdl', inputs['dt_weight'], low)
     ref = cross_merge(selective_scan_reference(
-        cross_scan(x).reshape(2, 4 * d, h * w),
-        directional(delta, h, w).reshape(2, 4 * d, h * w),
+        cross_scan(x).reshape(b, 4 * d, h * w),
+        directional(delta, h, w).reshape(b, 4 * d, h * w),
         inputs['A'], directional(inputs['B'], h, w),
         directional(inputs['C'], h, w), inputs['D'], inputs['delta_bias'],
-        delta_softplus=True).view(2, 4, d, h * w), h, w)
-    out = cross_selective_scan(**inputs, delta_softplus=True,
+        delta_softplus=softplus).view(b, 4, d, h * w), h, w)
+    out = cross_selective_scan(**inputs, delta_softplus=softplus,
                                backend=backend)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     grad_out = torch.randn(out.shape, generator=torch.Generator()
