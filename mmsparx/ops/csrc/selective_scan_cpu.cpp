@@ -30,8 +30,9 @@
 namespace {
 
 // exp(x) for x <= 0, inline so that the loops around it vectorise, where
-// glibc's vector expf is a call per 8 floats (with log1p_unit, the cross
-// scan forward at SparX-T's stage shapes is 7-12 % faster):
+// glibc's vector expf is a call per 8 floats (with project's register
+// blocks, the cross scan forward at SparX-T's stage shapes is 7-12 %
+// faster):
 // 2^n exp(r) with n = round(x / ln 2) and r = x - n ln 2 in
 // [-ln 2 / 2, ln 2 / 2]; exp(r) by Cephes' expf polynomial (about 1 ulp);
 // 2^n goes into the exponent bits. Below -87 it returns exp(-87) (1.6e-38),
