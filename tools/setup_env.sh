@@ -89,9 +89,9 @@ else
         || fail "could not install $wheel; delete $cache and rerun to rebuild it."
 fi
 
-step "toolboxes (mmengine, mmdet, mmsegmentation, mmpretrain) and test tools"
+step "toolboxes (mmengine, mmdet, mmsegmentation, mmpretrain), ONNX tools and test tools"
 "${PIP[@]}" install -c "$CONSTRAINTS" -r requirements/runtime.txt \
-    -r requirements/toolboxes.txt -r requirements/tests.txt \
+    -r requirements/toolboxes.txt -r requirements/deploy.txt -r requirements/tests.txt \
     || fail "pip could not install the pinned toolboxes (requirements/constraints.txt)."
 
 step "mmsparx (editable)"

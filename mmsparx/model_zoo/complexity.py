@@ -30,13 +30,17 @@ NUM_PROPOSALS, NUM_MASK_PROPOSALS = 1000, 100
 CONVENTIONS = {'RTDETR': dict(input=(640, 640), flops_per_mac=2)}
 
 
-def load_model(config: str) -> Tuple[nn.Module, str, object]:
-    """(model in eval mode, its default scope, the config), no weights
-    loaded: a pretrained file named in the config need not exist."""
+def load_model(config: str, cfg_options: Optional[dict] = None
+               ) -> Tuple[nn.Module, str, object]:
+    """(model in eval mode, its default scope, the config with
+    ``cfg_options`` merged), no weights loaded: a pretrained file named in
+    the config need not exist."""
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope')
     if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
         raise ValueError(f'{config}: default_scope {scope!r} is not one of '

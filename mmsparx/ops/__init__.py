@@ -1,12 +1,12 @@
 """Operators: the selective scan (with its backends) and the 2-D cross scan."""
 from .cross_scan import cross_merge, cross_scan
 from .cross_selective_scan import cross_selective_scan, directional
-from .selective_scan import (BACKENDS, available_backends, selective_scan,
-                             selective_scan_reference)
+from .selective_scan import (BACKENDS, available_backends, onnx_export_mode,
+                             selective_scan, selective_scan_reference)
 
 __all__ = ['selective_scan', 'selective_scan_reference', 'available_backends',
            'BACKENDS', 'cross_scan', 'cross_merge', 'cross_selective_scan',
-           'directional']
+           'directional', 'onnx_export_mode']
 
 from .flops import register_flop_handles  # noqa: E402
 

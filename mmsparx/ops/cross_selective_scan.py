@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from .cross_scan import cross_merge, cross_scan
-from .selective_scan import _cpu_kernel, resolve_backend, selective_scan
+from .selective_scan import (_cpu_kernel, _export_depth, resolve_backend,
+                             selective_scan)
 
 
 def directional(t: Tensor, height: int, width: int) -> Tensor:
@@ -75,7 +76,7 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     """
     b, d, h, w = x.shape
     length = h * w
-    if not torch.jit.is_tracing() and \
+    if not torch.jit.is_tracing() and not _export_depth[0] and \
             resolve_backend(x.device, backend) == 'fused_cpu':
         empty = x.new_empty(0, dtype=torch.float32)
 

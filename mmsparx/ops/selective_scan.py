@@ -19,6 +19,9 @@ Backends (``BACKENDS``), picked per call by :func:`resolve_backend`:
   backward; CPU tensors, when the extension was built.
 * ``chunked``: PyTorch, vectorised over chunks of the sequence with a short
   loop across chunks; any device, autograd for the backward.
+* ``doubling``: PyTorch element-wise ops in log2(L) steps
+  (``scan_doubling.py``); any device, and what ONNX export traces
+  (:func:`onnx_export_mode`).
 * ``reference``: the plain per-token loop the others are tested against.
 
 The state is computed in float32 whatever autocast says: the recurrence
@@ -26,6 +29,7 @@ multiplies many decays together and half precision loses it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from typing import Optional, Tuple
@@ -34,7 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-BACKENDS = ('mamba_ssm', 'triton', 'fused_cpu', 'chunked', 'reference')
+from .scan_doubling import selective_scan_doubling
+
+BACKENDS = ('mamba_ssm', 'triton', 'fused_cpu', 'chunked', 'doubling',
+            'reference')
 BACKEND_ENV = 'MMSPARX_SCAN_BACKEND'
 
 # exp(-S) inside a chunk is kept below exp(CHUNK_EXP_LIMIT) so float32
@@ -91,7 +98,7 @@ def available_backends(device: str | torch.device = 'cpu') -> Tuple[str, ...]:
         found.append('triton')
     if kind == 'cpu' and _cpu_kernel() is not None:
         found.append('fused_cpu')
-    found.append('chunked')
+    found += ['chunked', 'doubling']
     if kind == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1' and \
             _triton_fn() is not None:
         found.append('triton')  # the interpreter: correct, not fast
@@ -300,6 +307,7 @@ _IMPLEMENTATIONS = {
     'triton': _selective_scan_triton,
     'fused_cpu': _selective_scan_fused_cpu,
     'chunked': selective_scan_chunked,
+    'doubling': selective_scan_doubling,
     'reference': selective_scan_reference,
 }
 
@@ -321,6 +329,22 @@ class SelectiveScanOp(torch.autograd.Function):
                            'train without torch.jit.trace.')
 
 
+_export_depth = [0]
+
+
+@contextlib.contextmanager
+def onnx_export_mode():
+    """Inside, every selective scan (traced or not) runs as
+    :func:`selective_scan_doubling`: standard ONNX operators only, with no
+    data-dependent choice (the ``chunked`` backend's chunk size reads the
+    data) and no kernel call baked into the traced graph."""
+    _export_depth[0] += 1
+    try:
+        yield
+    finally:
+        _export_depth[0] -= 1
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                    C: Tensor, D: Optional[Tensor] = None,
                    delta_bias: Optional[Tensor] = None,
@@ -334,6 +358,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
         raise ValueError(
             'selective_scan expects u (b, d, l), A (d, n), B/C (b, g, n, l); '
             f'got u {tuple(u.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}')
+    if _export_depth[0]:
+        return selective_scan_doubling(u, delta, A, B, C, D, delta_bias,
+                                       delta_softplus)
     if torch.jit.is_tracing():
         return SelectiveScanOp.apply(u, delta, A, B, C, D, delta_bias,
                                      delta_softplus)

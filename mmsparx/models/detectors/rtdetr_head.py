@@ -305,21 +305,40 @@ class RTDETRHead(BaseModule):
         already suppresses duplicates)."""
         logits = outputs['logits'][-1].float()
         boxes = outputs['boxes'][-1].float()
-        num_classes = logits.shape[-1]
+        scores, labels, boxes = top_detections(
+            logits, boxes, min(self.max_per_img,
+                               logits.shape[1] * logits.shape[2]))
         results = []
-        for img_logits, img_boxes, meta in zip(logits, boxes, img_metas):
-            scores = img_logits.sigmoid().flatten()
-            scores, index = scores.topk(min(self.max_per_img, len(scores)))
-            labels = index % num_classes
-            query = torch.div(index, num_classes, rounding_mode='floor')
+        for img_scores, img_labels, img_boxes, meta in zip(
+                scores, labels, boxes, img_metas):
             h, w = meta['img_shape'][:2]
-            bboxes = bbox_cxcywh_to_xyxy(img_boxes[query])
-            bboxes = bboxes * bboxes.new_tensor([w, h, w, h])
+            img_boxes = img_boxes * img_boxes.new_tensor([w, h, w, h])
             if rescale:
                 # mmdet's scale_factor is (w_scale, h_scale) from the
                 # original image to the network input.
-                bboxes = bboxes / bboxes.new_tensor(
+                img_boxes = img_boxes / img_boxes.new_tensor(
                     meta['scale_factor']).repeat(2)
-            results.append(InstanceData(scores=scores, labels=labels,
-                                        bboxes=bboxes))
+            results.append(InstanceData(scores=img_scores, labels=img_labels,
+                                        bboxes=img_boxes))
         return results
+
+
+def top_detections(logits: Tensor, boxes: Tensor,
+                   count: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """The official post-processor's top ``count`` over queries x classes,
+    for the whole batch at once (so an exported graph keeps its batch
+    dynamic).
+
+    Args:
+        logits: [B, N, C] class logits; boxes: [B, N, 4] normalised cxcywh.
+
+    Returns:
+        scores [B, count] (sigmoid, descending), labels [B, count] (0-based)
+        and boxes [B, count, 4] (normalised xyxy).
+    """
+    num_classes = logits.shape[-1]
+    scores, index = logits.sigmoid().flatten(1).topk(count, dim=1)
+    labels = index % num_classes
+    query = torch.div(index, num_classes, rounding_mode='floor')
+    picked = boxes.gather(1, query.unsqueeze(-1).expand(-1, -1, 4))
+    return scores, labels, bbox_cxcywh_to_xyxy(picked)

@@ -375,8 +375,10 @@ class ConvFFN(nn.Module):
 
     def _chunk(self, x: Tensor) -> int:
         """Images per chunk: all of them unless CPU inference with a
-        hidden map above ``CHUNK_BYTES``."""
-        if x.device.type != 'cpu' or x.dim() != 4 or torch.is_grad_enabled():
+        hidden map above ``CHUNK_BYTES``; a traced graph (FLOP counts, ONNX
+        export) keeps the whole batch, whose size must not be baked in."""
+        if x.device.type != 'cpu' or x.dim() != 4 or torch.is_grad_enabled() \
+                or torch.jit.is_tracing():
             return x.shape[0]
         image = self.fc1.out_channels * x[0, 0].numel() * x.element_size()
         return min(x.shape[0], max(1, (self.CHUNK_BYTES - 1) // image))

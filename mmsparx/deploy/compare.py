@@ -1,0 +1,133 @@
+"""Inputs to check an export with, and how ONNX Runtime's outputs are held
+against PyTorch's (``export_onnx.py --check`` and the tests)."""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+# The bounds an export must meet (issue: deployment).
+DENSE_RTOL = 1e-4   # logits / maps: max |diff| over the reference's range
+SCORE_ATOL = 1e-4   # RT-DETR scores
+BOX_ATOL_PX = 1e-3  # RT-DETR boxes, original pixels
+
+
+def sample_images(batch: int, height: int, width: int,
+                  seed: int = 0) -> np.ndarray:
+    """Real-looking RGB images [N, H, W, 3] uint8: the generated data sets'
+    noisy gradients with filled shapes, so features and scores are spread
+    as on photographs rather than on noise."""
+    from mmsparx.datasets.shapes import (Shape, draw, hue_color,
+                                         place_shapes, polygon_of)
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(batch):
+        shapes = [Shape(kind, polygon_of(kind, *pose), hue_color(
+            float(rng.uniform()), rng))
+            for kind, *pose in place_shapes(height, width, rng,
+                                            max_objects=4)]
+        image, _ = draw(height, width, shapes, rng)
+        images.append(np.asarray(image))
+    return np.stack(images)
+
+
+def preprocess(model: nn.Module, images: np.ndarray) -> Tensor:
+    """RGB uint8 [N, H, W, 3] -> the tensor the model's data preprocessor
+    gives (mean / std normalisation; RT-DETR's: x / 255)."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    pre = getattr(model, 'data_preprocessor', None)
+    mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
+    if mean is not None and std is not None and \
+            getattr(pre, '_enable_normalize', True):
+        x = (x - mean.view(1, -1, 1, 1).cpu()) / std.view(1, -1, 1, 1).cpu()
+    return x.contiguous()
+
+
+def normalisation(model: nn.Module) -> Dict[str, object]:
+    """What a deployment must do to an RGB image before the graph."""
+    pre = getattr(model, 'data_preprocessor', None)
+    mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
+    if mean is None or std is None:
+        return dict(channel_order='RGB', mean=[0.0] * 3, std=[1.0] * 3)
+    return dict(channel_order='RGB', mean=mean.flatten().tolist(),
+                std=std.flatten().tolist())
+
+
+def compare_dense(reference: Tensor, got: np.ndarray) -> Dict[str, float]:
+    """Logits or maps: the largest difference and the same relative to the
+    reference's range (its max - min)."""
+    ref = reference.detach().double().numpy()
+    if ref.shape != got.shape:
+        raise AssertionError(f'shape {got.shape} from ONNX Runtime, '
+                             f'{ref.shape} from PyTorch')
+    diff = float(np.abs(ref - got.astype(np.float64)).max())
+    span = float(ref.max() - ref.min()) or 1.0
+    return dict(max_abs=diff, range=span, relative=diff / span,
+                ok=diff / span <= DENSE_RTOL)
+
+
+def compare_argmax(logits: Tensor, got: np.ndarray) -> Dict[str, float]:
+    """Argmax maps: every pixel whose top two PyTorch logits differ by
+    more than the dense tolerance must carry the same class."""
+    top2 = logits.detach().double().topk(2, dim=1).values
+    span = float(logits.max() - logits.min()) or 1.0
+    clear = (top2[:, 0] - top2[:, 1] > DENSE_RTOL * span).numpy()
+    want = logits.argmax(dim=1).numpy()
+    differ = want != got
+    return dict(pixels=int(want.size), differ=int(differ.sum()),
+                differ_where_clear=int((differ & clear).sum()),
+                ok=not (differ & clear).any())
+
+
+def _untied(scores: np.ndarray, tolerance: float) -> np.ndarray:
+    """Ranks whose score is further than ``tolerance`` from both
+    neighbours' (and, at the end, from the one before): the ranks whose
+    label and box do not depend on how a tie is broken."""
+    gap = np.abs(np.diff(scores, axis=-1)) > tolerance
+    edge = np.ones(scores.shape[:-1] + (1, ), bool)
+    before = np.concatenate([edge, gap], axis=-1)
+    after = np.concatenate([gap, edge], axis=-1)
+    # The last rank's successor is not in the output: it may be tied too.
+    after[..., -1] = before[..., -1]
+    return before & after
+
+
+def compare_detections(reference: Sequence[Tensor],
+                       got: Sequence[np.ndarray]) -> Dict[str, float]:
+    """RT-DETR's (labels, boxes, scores): scores rank by rank; labels and
+    boxes at the ranks no near-tie (within the score tolerance) can swap."""
+    labels, boxes, scores = (t.detach().numpy() for t in reference)
+    got_labels, got_boxes, got_scores = got
+    if got_scores.shape != scores.shape or got_boxes.shape != boxes.shape:
+        raise AssertionError(
+            f'shapes {got_scores.shape}/{got_boxes.shape} from ONNX Runtime, '
+            f'{scores.shape}/{boxes.shape} from PyTorch')
+    score_diff = float(np.abs(scores.astype(np.float64) - got_scores).max())
+    untied = _untied(scores.astype(np.float64), SCORE_ATOL)
+    box_diff = float(np.abs(boxes - got_boxes).max(axis=-1)[untied].max(
+        initial=0.0))
+    label_mismatch = int((labels != got_labels)[untied].sum())
+    return dict(score_max_abs=score_diff, box_max_abs_px=box_diff,
+                label_mismatches=label_mismatch,
+                compared=int(untied.sum()), tied=int((~untied).sum()),
+                ok=score_diff <= SCORE_ATOL and box_diff <= BOX_ATOL_PX
+                and label_mismatch == 0)
+
+
+def detection_sizes(batch: int, seed: int = 0) -> Tensor:
+    """Original (width, height) per image, of varied aspect."""
+    rng = np.random.default_rng(seed + 1)
+    sizes = np.stack([rng.integers(320, 1280, batch),
+                      rng.integers(240, 960, batch)], axis=1)
+    return torch.from_numpy(sizes).long()
+
+
+def check_inputs(model: nn.Module, task: str, shape: Tuple[int, int],
+                 batch: int, seed: int = 0) -> List[Tensor]:
+    """The inputs of a check: images (and original sizes for RT-DETR)."""
+    images = preprocess(model, sample_images(batch, *shape, seed=seed))
+    if task == 'detection':
+        return [images, detection_sizes(batch, seed)]
+    return [images]

@@ -1,0 +1,145 @@
+"""Config + checkpoint -> ONNX file (+ check): what ``export_onnx.py`` runs."""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .compare import (check_inputs, compare_argmax, compare_detections,
+                      compare_dense, normalisation)
+from .onnx_export import DEFAULT_OPSET, export_onnx, run_onnxruntime
+from .wrappers import SIGNATURES, export_module
+
+CHECK_DYNAMIC_BATCH = 2  # a dynamic graph is traced at 1, checked at 2
+
+
+class DeployError(ValueError):
+    """A refused export: one paragraph naming the problem and the fix."""
+
+
+def default_shape(cfg, scope: str, model: nn.Module) -> Tuple[int, int]:
+    """The deployment size a config implies."""
+    from mmsparx.model_zoo.complexity import CONVENTIONS, classifier_input
+    if scope == 'mmpretrain':
+        return classifier_input(cfg)
+    if scope == 'mmdet':
+        return CONVENTIONS.get(type(model).__name__, {}).get('input',
+                                                             (640, 640))
+    crop = cfg.get('crop_size')
+    return (int(crop[0]), int(crop[1])) if crop else (512, 512)
+
+
+def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
+    """Every key of the model from ``checkpoint``, or a refusal: an export
+    of a half-loaded model would ship random weights without a word."""
+    from mmsparx.checkpoint import (fit_problems, load_checkpoint_file,
+                                    load_state_dict, state_dict_of)
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
+    try:
+        state = state_dict_of(load_checkpoint_file(checkpoint))
+    except (TypeError, RuntimeError) as err:
+        raise DeployError(f'{checkpoint}: {err}') from err
+    problems = fit_problems(model, state)
+    if not problems.ok:
+        raise DeployError(
+            f'{checkpoint} does not fit the model of {config}: '
+            f'{problems.summary()}. Export needs the whole trained model '
+            f'of this config: a checkpoint tools/train.py wrote for it, or '
+            f'the converter output for an authors\' file (tools/convert/); '
+            f'an ImageNet backbone file is for init_cfg, not for export.')
+    load_state_dict(model, state, strict=True)
+
+
+def _reference(module: nn.Module, inputs, shape, config: str):
+    try:
+        with torch.no_grad():
+            out = module(*inputs)
+    except RuntimeError as err:
+        raise DeployError(
+            f'the model of {config} cannot run at {shape[0]}x{shape[1]}: '
+            f'{err}. Give --shape H W with sides the model accepts '
+            f'(multiples of 32 for every backbone here).') from err
+    return out if isinstance(out, tuple) else (out, )
+
+
+def _compare(task: str, module: nn.Module, inputs, onnx_file: str,
+             reference) -> Dict[str, object]:
+    names = SIGNATURES[task][0]
+    got = run_onnxruntime(onnx_file, {
+        name: t.numpy() for name, t in zip(names, inputs)})
+    if task == 'detection':
+        return compare_detections(reference, got)
+    if task == 'segmentation-argmax':
+        with torch.no_grad():
+            logits = module.model.encode_decode(inputs[0], module.metas)
+        return compare_argmax(logits, got[0])
+    return compare_dense(reference[0], got[0])
+
+
+def prepare(config: str, checkpoint: Optional[str],
+            shape: Optional[Sequence[int]] = None,
+            seg_output: str = 'logits', cfg_options: Optional[dict] = None
+            ) -> Tuple[nn.Module, str, nn.Module, Tuple[int, int]]:
+    """(module to export, task, the built model, input size) for
+    ``config`` (with ``cfg_options`` merged), loaded from ``checkpoint``
+    (None: initial weights, for timing only)."""
+    from mmsparx.model_zoo.complexity import load_model
+
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config {config} does not exist.')
+    try:
+        model, scope, cfg = load_model(config, cfg_options)
+    except ValueError as err:
+        raise DeployError(str(err)) from err
+    if checkpoint is not None:
+        load_weights(model, checkpoint, config)
+    shape = tuple(int(v) for v in (shape or default_shape(cfg, scope,
+                                                          model)))
+    if min(shape) < 32:
+        raise DeployError(f'--shape {shape[0]} {shape[1]} is too small: '
+                          f'the backbones downsample by 32.')
+    try:
+        module, task = export_module(model, scope, shape, seg_output)
+    except (TypeError, ValueError) as err:
+        raise DeployError(str(err)) from err
+    return module, task, model, shape
+
+
+def export_config(config: str, checkpoint: str, out: str,
+                  shape: Optional[Sequence[int]] = None, batch: int = 1,
+                  dynamic_batch: bool = False, opset: Optional[int] = None,
+                  seg_output: str = 'logits', check: bool = False,
+                  cfg_options: Optional[dict] = None) -> Dict[str, object]:
+    """Export the model of ``config`` with the weights of ``checkpoint`` to
+    ``out``; with ``check``, compare ONNX Runtime with PyTorch. Returns a
+    summary (what was written, the normalisation, the check's figures)."""
+    if osp.abspath(out) == osp.abspath(checkpoint):
+        raise DeployError(f'--out {out} is the checkpoint itself; write the '
+                          f'ONNX file elsewhere.')
+    if batch < 1:
+        raise DeployError(f'--batch {batch}: give a batch of at least 1.')
+    module, task, model, shape = prepare(config, checkpoint, shape,
+                                         seg_output, cfg_options)
+    trace_batch = 1 if dynamic_batch else batch
+    inputs = check_inputs(model, task, shape, trace_batch)
+    _reference(module, inputs, shape, config)
+    input_names, output_names = SIGNATURES[task]
+    norm = normalisation(model)
+    export_onnx(module, inputs, out, input_names, output_names,
+                dynamic_batch=dynamic_batch, opset=opset or DEFAULT_OPSET,
+                metadata=dict(config=osp.basename(config), task=task,
+                              input_size=list(shape), **norm))
+    summary = dict(onnx=out, task=task, inputs=list(input_names),
+                   outputs=list(output_names), input_size=list(shape),
+                   batch='dynamic' if dynamic_batch else batch,
+                   normalisation=norm)
+    if check:
+        check_batch = CHECK_DYNAMIC_BATCH if dynamic_batch else batch
+        inputs = check_inputs(model, task, shape, check_batch, seed=1)
+        reference = _reference(module, inputs, shape, config)
+        summary['check'] = dict(batch=check_batch, **_compare(
+            task, module, inputs, out, reference))
+    return summary

@@ -1,0 +1,258 @@
+"""ONNX export: the doubling scan against the reference, and every family
+exported from its real config + a checkpoint file, run in ONNX Runtime and
+held against the PyTorch model (non-square inputs, a dynamic batch traced
+at 1 and run at 2), plus the refusals.
+"""
+from __future__ import annotations
+
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, run_tool
+from mmsparx.deploy import (DeployError, export_config, export_onnx,
+                            read_metadata, run_onnxruntime)
+from mmsparx.deploy.compare import compare_detections
+from mmsparx.ops import selective_scan_reference
+from mmsparx.ops.scan_doubling import (doubling_steps, linear_recurrence,
+                                       selective_scan_doubling)
+
+pytest.importorskip('onnxruntime')
+
+
+def config(path: str) -> str:
+    return osp.join(ROOT, 'configs', path)
+
+
+def scan_inputs(b=2, d=6, n=1, length=50, groups=1, steep=1.0, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return dict(u=rand(b, d, length), delta=rand(b, d, length) * steep,
+                A=-torch.rand(d, n, generator=gen, dtype=torch.float64) * 4,
+                B=rand(b, groups, n, length), C=rand(b, groups, n, length),
+                D=rand(d), delta_bias=rand(d))
+
+
+@pytest.mark.parametrize('length', [1, 2, 5, 64, 197])
+@pytest.mark.parametrize('n,groups', [(1, 1), (4, 2)])
+def test_doubling_scan_matches_reference(length, n, groups):
+    """Outputs and every gradient equal the per-token loop (float64)."""
+    args = scan_inputs(n=n, length=length, groups=groups)
+    leaves = {k: v.clone().requires_grad_() for k, v in args.items()}
+    want = selective_scan_reference(**leaves, delta_softplus=True)
+    got = selective_scan_doubling(
+        **{k: v.clone().requires_grad_() for k, v in args.items()},
+        delta_softplus=True)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    grad = torch.randn_like(want)
+    want_grads = torch.autograd.grad(want, list(leaves.values()), grad)
+    again = {k: v.clone().requires_grad_() for k, v in args.items()}
+    # One token never reads its decay: A gets no gradient (zero) there.
+    got_grads = torch.autograd.grad(
+        selective_scan_doubling(**again, delta_softplus=True).double(),
+        list(again.values()), grad, allow_unused=True)
+    for name, w, g in zip(leaves, want_grads, got_grads):
+        g = torch.zeros_like(w) if g is None else g
+        torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=1e-5,
+                                   msg=f'grad of {name}')
+
+
+def test_linear_recurrence_steps_and_steep_decay():
+    """ceil(log2 L) steps; decays of exp(-80) a token (the chunked
+    backend's exp(-cumsum) would overflow) stay finite and exact."""
+    assert [doubling_steps(n) for n in (1, 2, 3, 4, 5, 3136, 16384)] == \
+        [0, 1, 2, 2, 3, 12, 14]
+    gen = torch.Generator().manual_seed(0)
+    decay = torch.exp(-80 * torch.rand(3, 4096, generator=gen))
+    drive = torch.randn(3, 4096, generator=gen)
+    state, want = torch.zeros(3), []
+    for t in range(4096):
+        state = decay[:, t] * state + drive[:, t]
+        want.append(state)
+    got = linear_recurrence(decay, drive)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, torch.stack(want, -1), rtol=1e-5,
+                               atol=1e-6)
+
+
+class ScanModule(torch.nn.Module):
+    def forward(self, u, delta, A, B, C, D, bias):
+        from mmsparx.ops import selective_scan
+        return selective_scan(u, delta, A, B, C, D, bias,
+                              delta_softplus=True)
+
+
+def test_scan_exports_with_standard_ops(tmp_path):
+    """Traced at one length-16384 input (SparX-T's stage 1 at 512x512) with
+    steep decays, the graph holds no loop, no branch, no custom op, and
+    runs a different input as the reference computes it."""
+    args = scan_inputs(b=1, d=4, length=16384, steep=8.0)
+    inputs = [args[k].float() for k in ('u', 'delta', 'A', 'B', 'C', 'D',
+                                        'delta_bias')]
+    path = str(tmp_path / 'scan.onnx')
+    names = ['u', 'delta', 'A', 'B', 'C', 'D', 'bias']
+    export_onnx(ScanModule(), inputs, path, names, ['y'])
+    import onnx
+    ops = {node.op_type for node in onnx.load(path).graph.node}
+    assert not ops & {'Loop', 'Scan', 'If'}, ops
+    assert all(node.domain in ('', 'ai.onnx')
+               for node in onnx.load(path).graph.node)
+    other = scan_inputs(b=1, d=4, length=16384, steep=8.0, seed=1)
+    (got, ) = run_onnxruntime(path, {
+        n: other[k].float().numpy() for n, k in zip(
+            names, ('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias'))})
+    want = selective_scan_reference(**other, delta_softplus=True).numpy()
+    assert np.isfinite(got).all()
+    assert np.abs(got - want).max() <= 1e-4 * (want.max() - want.min())
+
+
+# (config, input H x W, options): one per family and toolbox. Heads sized
+# to the generated sets; RT-DETR's score heads sharpened so the top 300
+# are not a plateau of near-equal initial scores.
+CASES = {
+    'sparx-mamba-t-cls': ('sparx/sparx-mamba-t_16xb128_in1k.py', (96, 128),
+                          None),
+    'sparx-swin-t-cls': ('sparx/sparx-swin-t_16xb128_in1k.py', (96, 128),
+                         None),
+    'spartan-xt-cls': ('spartan/spartan-xt_16xb128_in1k.py', (96, 128),
+                       None),
+    'sparseswin-cls': ('sparseswin/sparseswin-t_1xb22_in100.py', (224, 224),
+                       None),
+    'rtdetr-r18vd': ('rtdetr/rtdetr_r18vd_72e_coco.py', (128, 160),
+                     {'model.bbox_head.num_classes': 3}),
+    'rtdetr-spartan-xt': ('rtdetr/rtdetr_spartan_xt_72e_coco.py', (128, 160),
+                          {'model.bbox_head.num_classes': 3}),
+    'rtdetr-sparx': ('demo/rtdetr_sparx_shapes.py', (128, 160), None),
+    'upernet-sparx-mamba-t': (
+        'sparx/upernet_sparx-mamba-t_8xb2-160k_ade20k-512x512.py', (96, 128),
+        None),
+    'upernet-spartan-t': (
+        'spartan/upernet_spartan-t_8xb2-160k_ade20k-512x512.py', (96, 128),
+        None),
+    'upernet-sparseswin': (
+        'sparseswin/upernet_sparseswin-t_8xb2-160k_ade20k-512x512.py',
+        (224, 224), None),
+}
+
+
+def trained_like_checkpoint(name: str, folder) -> str:
+    """The config's model with its initial weights (every float tensor
+    nudged, so no BN is an identity), saved as tools/train.py saves."""
+    from mmsparx.model_zoo.complexity import load_model
+    path, _, options = CASES[name]
+    model, _, _ = load_model(config(path), options)
+    gen = torch.Generator().manual_seed(0)
+    state = model.state_dict()
+    for key, value in state.items():
+        if value.is_floating_point():
+            noise = torch.randn(value.shape, generator=gen)
+            value += 0.02 * noise * (value.std() if value.numel() > 1
+                                     else 1.0)
+            if 'score_head' in key and key.endswith('weight'):
+                value *= 20  # spread the initial class scores
+    file = str(folder / f'{name}.pth')
+    torch.save(dict(meta=dict(), state_dict=state), file)
+    return file
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_export_and_check(name, tmp_path):
+    """Export with a dynamic batch (traced at 1) and check at batch 2 on a
+    non-square input where the model takes one."""
+    path, shape, options = CASES[name]
+    checkpoint = trained_like_checkpoint(name, tmp_path)
+    out = str(tmp_path / f'{name}.onnx')
+    summary = export_config(config(path), checkpoint, out, shape=shape,
+                            dynamic_batch=True, check=True,
+                            cfg_options=options)
+    check = summary['check']
+    assert check['ok'], check
+    assert check['batch'] == 2 and summary['batch'] == 'dynamic'
+    if summary['task'] == 'detection':
+        # Most ranks are compared, not excused as near-ties.
+        assert check['compared'] >= 0.8 * 2 * 300, check
+    meta = read_metadata(out)
+    assert meta['input_size'] == list(shape)
+    assert meta['task'] == summary['task']
+    assert len(meta['mean']) == 3 and len(meta['std']) == 3
+
+
+def test_segmentation_argmax_and_fixed_batch(tmp_path):
+    """``--seg-output argmax`` with a fixed batch of 2 (CLI, JSON)."""
+    checkpoint = trained_like_checkpoint('upernet-sparx-mamba-t', tmp_path)
+    out = str(tmp_path / 'seg.onnx')
+    result = run_tool([
+        'python', 'tools/deployment/export_onnx.py',
+        config(CASES['upernet-sparx-mamba-t'][0]), checkpoint, '--out', out,
+        '--shape', '64', '96', '--batch', '2', '--seg-output', 'argmax',
+        '--check', '--json'], env=dict(OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary['outputs'] == ['seg_map'] and summary['batch'] == 2
+    assert summary['check']['ok'] and summary['check']['pixels'] == \
+        2 * 64 * 96
+    import onnxruntime
+    inputs = onnxruntime.InferenceSession(out).get_inputs()
+    assert inputs[0].shape == [2, 3, 64, 96]
+
+
+def test_rtdetr_export_equals_mmdet_predict(tmp_path):
+    """The exported post-processing is the head's: boxes in original
+    pixels given (width, height), as ``predict`` rescales them."""
+    from mmdet.structures import DetDataSample
+
+    from mmsparx.deploy import prepare
+    from mmsparx.deploy.compare import check_inputs
+    checkpoint = trained_like_checkpoint('rtdetr-sparx', tmp_path)
+    path, shape, options = CASES['rtdetr-sparx']
+    module, task, model, shape = prepare(config(path), checkpoint, shape)
+    images, sizes = check_inputs(model, task, shape, 2)
+    samples = []
+    for (w, h) in sizes.tolist():
+        sample = DetDataSample()
+        sample.set_metainfo(dict(img_shape=shape, ori_shape=(h, w),
+                                 scale_factor=(shape[1] / w, shape[0] / h)))
+        samples.append(sample)
+    with torch.no_grad():
+        labels, boxes, scores = module(images, sizes)
+        results = model.predict(images, samples)
+    want = [torch.stack([r.pred_instances.labels for r in results]),
+            torch.stack([r.pred_instances.bboxes for r in results]),
+            torch.stack([r.pred_instances.scores for r in results])]
+    assert compare_detections((labels, boxes, scores),
+                              [t.numpy() for t in want])['ok']
+
+
+def test_refusals(tmp_path):
+    """A file that leaves the model unloaded, a detector other than
+    RT-DETR, a size below the stride: one paragraph each, no file."""
+    cls = config(CASES['sparx-mamba-t-cls'][0])
+    out = str(tmp_path / 'x.onnx')
+    junk = str(tmp_path / 'junk.pth')
+    torch.save({'state_dict': {'a.weight': torch.zeros(2)}}, junk)
+    with pytest.raises(DeployError, match='does not fit the model'):
+        export_config(cls, junk, out)
+    with pytest.raises(DeployError, match='is the checkpoint itself'):
+        export_config(cls, junk, junk)
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        export_config(cls, str(tmp_path / 'missing.pth'), out)
+    mask_rcnn = config('sparx/mask-rcnn_sparx-mamba-t_fpn_1x_coco.py')
+    from mmsparx.model_zoo.complexity import load_model
+    model, _, _ = load_model(mask_rcnn)
+    ckpt = str(tmp_path / 'mrcnn.pth')
+    torch.save({'state_dict': model.state_dict()}, ckpt)
+    with pytest.raises(DeployError, match='mmdeploy'):
+        export_config(mask_rcnn, ckpt, out)
+    checkpoint = trained_like_checkpoint('sparx-mamba-t-cls', tmp_path)
+    with pytest.raises(DeployError, match='too small'):
+        export_config(cls, checkpoint, out, shape=(16, 16))
+    assert not osp.exists(out)
+    result = run_tool(['python', 'tools/deployment/export_onnx.py', cls,
+                       junk, '--out', out])
+    assert result.returncode == 2
+    assert 'does not fit the model' in result.stderr
