@@ -5,7 +5,8 @@ model already traces (FLOP counts use the same path), where
 ``torch.export`` would also have to take mmcv's and mmdet's Python. Inside
 :func:`mmsparx.ops.onnx_export_mode` the selective scan is the doubling
 scan; every other layer takes its PyTorch path when traced (no C++ kernel
-is called under ``torch.jit.is_tracing()``).
+is called under ``torch.jit.is_tracing()``), and ``rewrites.py`` swaps the
+few library functions that do not export or bake the batch in.
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ def export_onnx(module: nn.Module, inputs: Sequence[torch.Tensor], out: str,
     onnx = require('onnx')
     from mmsparx.ops import onnx_export_mode
 
+    from .rewrites import export_rewrites
+
     if opset < 16:
         raise ValueError(f'opset {opset} is too old: the deformable '
                          f'attention needs GridSample (opset 16); use '
@@ -63,7 +66,8 @@ def export_onnx(module: nn.Module, inputs: Sequence[torch.Tensor], out: str,
     handle, partial = tempfile.mkstemp(suffix='.onnx.part', dir=folder)
     os.close(handle)
     try:
-        with torch.no_grad(), onnx_export_mode(), warnings.catch_warnings():
+        with torch.no_grad(), onnx_export_mode(), export_rewrites(), \
+                warnings.catch_warnings():
             # Shapes become constants in a fixed-size graph: expected here.
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
             warnings.filterwarnings('ignore', category=DeprecationWarning)

@@ -49,7 +49,7 @@ class RTDETRExport(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        from mmsparx.models.detectors import RTDETR
+        from mmsparx.models.detectors.rtdetr import RTDETR
         if not isinstance(model, RTDETR):
             raise TypeError(
                 f'ONNX export of mmdet configs covers RT-DETR (end to end, '
