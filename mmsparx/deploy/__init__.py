@@ -2,7 +2,8 @@
 checks that hold ONNX Runtime's outputs against PyTorch's."""
 from .compare import (compare_argmax, compare_detections, compare_dense,
                       sample_images)
-from .export import DeployError, export_config, prepare
+from .export import (DeployError, export_config, prepare,
+                     restored_default_scope)
 from .onnx_export import export_onnx, read_metadata, run_onnxruntime
 from .wrappers import (ClassifierExport, RTDETRExport, SegmentorExport,
                        export_module, switch_to_deploy)
@@ -11,4 +12,4 @@ __all__ = ['export_config', 'export_onnx', 'export_module', 'run_onnxruntime',
            'read_metadata', 'compare_dense', 'compare_argmax',
            'compare_detections', 'sample_images', 'DeployError',
            'ClassifierExport', 'RTDETRExport', 'SegmentorExport',
-           'switch_to_deploy', 'prepare']
+           'switch_to_deploy', 'prepare', 'restored_default_scope']

@@ -1,8 +1,10 @@
 """Config + checkpoint -> ONNX file (+ check): what ``export_onnx.py`` runs."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -17,6 +19,19 @@ CHECK_DYNAMIC_BATCH = 2  # a dynamic graph is traced at 1, checked at 2
 
 class DeployError(ValueError):
     """A refused export: one paragraph naming the problem and the fix."""
+
+
+@contextlib.contextmanager
+def restored_default_scope() -> Iterator[None]:
+    """Building a model sets mmengine's default scope for the process (the
+    config's toolbox); inside this block that change is undone on exit, so
+    an in-process export leaves later registry look-ups as it found them."""
+    from mmengine.registry import DefaultScope
+    saved = copy.deepcopy(DefaultScope._instance_dict)
+    try:
+        yield
+    finally:
+        DefaultScope._instance_dict = saved
 
 
 def default_shape(cfg, scope: str, model: nn.Module) -> Tuple[int, int]:
@@ -85,7 +100,8 @@ def prepare(config: str, checkpoint: Optional[str],
             ) -> Tuple[nn.Module, str, nn.Module, Tuple[int, int]]:
     """(module to export, task, the built model, input size) for
     ``config`` (with ``cfg_options`` merged), loaded from ``checkpoint``
-    (None: initial weights, for timing only)."""
+    (None: initial weights, for timing only). Sets the config's default
+    scope (see :func:`restored_default_scope`)."""
     from mmsparx.model_zoo.complexity import load_model
 
     if not osp.isfile(config):
@@ -121,6 +137,13 @@ def export_config(config: str, checkpoint: str, out: str,
                           f'ONNX file elsewhere.')
     if batch < 1:
         raise DeployError(f'--batch {batch}: give a batch of at least 1.')
+    with restored_default_scope():
+        return _export(config, checkpoint, out, shape, batch, dynamic_batch,
+                       opset, seg_output, check, cfg_options)
+
+
+def _export(config, checkpoint, out, shape, batch, dynamic_batch, opset,
+            seg_output, check, cfg_options) -> Dict[str, object]:
     module, task, model, shape = prepare(config, checkpoint, shape,
                                          seg_output, cfg_options)
     trace_batch = 1 if dynamic_batch else batch

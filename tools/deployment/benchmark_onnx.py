@@ -33,6 +33,12 @@ DEFAULTS = [
 
 def time_pair(config: str, shape, runs: int, threads: int) -> dict:
     """Median milliseconds per batch-1 forward in PyTorch and ORT."""
+    from mmsparx.deploy import restored_default_scope
+    with restored_default_scope():
+        return _time_pair(config, shape, runs, threads)
+
+
+def _time_pair(config, shape, runs, threads) -> dict:
     import torch
 
     from mmsparx.deploy import prepare
