@@ -59,8 +59,11 @@ def test_doubling_scan_matches_reference(length, n, groups):
         list(again.values()), grad, allow_unused=True)
     for name, w, g in zip(leaves, want_grads, got_grads):
         g = torch.zeros_like(w) if g is None else g
-        torch.testing.assert_close(g.double(), w, rtol=1e-4, atol=1e-5,
-                                   msg=f'grad of {name}')
+        # Both run in float32: a gradient summed over the sequence carries
+        # rounding of the size of its largest entries, not of each entry.
+        err = float((g.double() - w).abs().max())
+        assert err <= 1e-5 * float(w.abs().max()) + 1e-6, \
+            f'grad of {name}: max error {err:.3g}'
 
 
 def test_linear_recurrence_steep_decay():

@@ -19,9 +19,9 @@ Backends (``BACKENDS``), picked per call by :func:`resolve_backend`:
   backward; CPU tensors, when the extension was built.
 * ``chunked``: PyTorch, vectorised over chunks of the sequence with a short
   loop across chunks; any device, autograd for the backward.
-* ``doubling``: PyTorch element-wise ops in log2(L) steps
-  (``scan_doubling.py``); any device, and what ONNX export traces
-  (:func:`onnx_export_mode`).
+* ``doubling``: PyTorch element-wise ops only: the loop inside chunks of 8
+  tokens, recursive doubling across them (``scan_doubling.py``); any
+  device, and what ONNX export traces (:func:`onnx_export_mode`).
 * ``reference``: the plain per-token loop the others are tested against.
 
 The state is computed in float32 whatever autocast says: the recurrence
