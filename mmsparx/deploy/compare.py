@@ -33,26 +33,34 @@ def sample_images(batch: int, height: int, width: int,
     return np.stack(images)
 
 
+def _mean_std(model: nn.Module):
+    """The data preprocessor's (mean, std) [3] tensors, or None where it
+    does not normalise."""
+    pre = getattr(model, 'data_preprocessor', None)
+    mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
+    if mean is None or std is None or \
+            not getattr(pre, '_enable_normalize', True):
+        return None
+    return mean.flatten().cpu(), std.flatten().cpu()
+
+
 def preprocess(model: nn.Module, images: np.ndarray) -> Tensor:
     """RGB uint8 [N, H, W, 3] -> the tensor the model's data preprocessor
     gives (mean / std normalisation; RT-DETR's: x / 255)."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-    pre = getattr(model, 'data_preprocessor', None)
-    mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
-    if mean is not None and std is not None and \
-            getattr(pre, '_enable_normalize', True):
-        x = (x - mean.view(1, -1, 1, 1).cpu()) / std.view(1, -1, 1, 1).cpu()
+    stats = _mean_std(model)
+    if stats is not None:
+        x = (x - stats[0].view(1, -1, 1, 1)) / stats[1].view(1, -1, 1, 1)
     return x.contiguous()
 
 
 def normalisation(model: nn.Module) -> Dict[str, object]:
     """What a deployment must do to an RGB image before the graph."""
-    pre = getattr(model, 'data_preprocessor', None)
-    mean, std = getattr(pre, 'mean', None), getattr(pre, 'std', None)
-    if mean is None or std is None:
+    stats = _mean_std(model)
+    if stats is None:
         return dict(channel_order='RGB', mean=[0.0] * 3, std=[1.0] * 3)
-    return dict(channel_order='RGB', mean=mean.flatten().tolist(),
-                std=std.flatten().tolist())
+    return dict(channel_order='RGB', mean=stats[0].tolist(),
+                std=stats[1].tolist())
 
 
 def compare_dense(reference: Tensor, got: np.ndarray) -> Dict[str, float]:

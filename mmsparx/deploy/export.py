@@ -49,23 +49,25 @@ def default_shape(cfg, scope: str, model: nn.Module) -> Tuple[int, int]:
 def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
     """Every key of the model from ``checkpoint``, or a refusal: an export
     of a half-loaded model would ship random weights without a word."""
-    from mmsparx.checkpoint import (fit_problems, load_checkpoint_file,
-                                    load_state_dict, state_dict_of)
+    from mmsparx.checkpoint import (load_checkpoint_file, load_state_dict,
+                                    state_dict_of)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
     try:
         state = state_dict_of(load_checkpoint_file(checkpoint))
     except (TypeError, RuntimeError) as err:
         raise DeployError(f'{checkpoint}: {err}') from err
-    problems = fit_problems(model, state)
-    if not problems.ok:
+    try:
+        # The strict load renames keys the model reads in its authors'
+        # layout (adapt_keys) before checking, as load_from does.
+        load_state_dict(model, state, strict=True)
+    except RuntimeError as err:
         raise DeployError(
-            f'{checkpoint} does not fit the model of {config}: '
-            f'{problems.summary()}. Export needs the whole trained model '
-            f'of this config: a checkpoint tools/train.py wrote for it, or '
-            f'the converter output for an authors\' file (tools/convert/); '
-            f'an ImageNet backbone file is for init_cfg, not for export.')
-    load_state_dict(model, state, strict=True)
+            f'{checkpoint} does not fit the model of {config}: {err}. '
+            f'Export needs the whole trained model of this config: a '
+            f'checkpoint tools/train.py wrote for it, or the converter '
+            f'output for an authors\' file (tools/convert/); an ImageNet '
+            f'backbone file is for init_cfg, not for export.') from err
 
 
 def _reference(module: nn.Module, inputs, shape, config: str):
