@@ -76,8 +76,14 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     """
     b, d, h, w = x.shape
     length = h * w
-    if not torch.jit.is_tracing() and not _export_depth[0] and \
-            resolve_backend(x.device, backend) == 'fused_cpu':
+    name = None if torch.jit.is_tracing() or _export_depth[0] else \
+        resolve_backend(x.device, backend)
+    if name == 'triton':
+        from .triton_cross_scan import triton_cross_selective_scan
+        return triton_cross_selective_scan(
+            x, dt_low, dt_weight, A, B, C, D, delta_bias,
+            delta_softplus).to(x.dtype)
+    if name == 'fused_cpu':
         empty = x.new_empty(0, dtype=torch.float32)
 
         def f32(t):

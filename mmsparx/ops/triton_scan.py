@@ -78,6 +78,8 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, dim, length,
             y = tl.load(y_ptrs, mask=mask, other=0.0)
             tl.store(y_ptrs, y + c[None, :] * hs, mask=mask)
             h = tl.sum(tl.where(last, hs, 0.0), axis=1)
+        # The next state re-reads y: other warps' stores must have landed.
+        tl.debug_barrier()
 
 
 @triton.jit
@@ -111,6 +113,7 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, gy_ptr, h_ptr,
                                                _linear_combine)
             h = tl.sum(tl.where(last, acc_a * h[:, None] + acc_b, 0.0),
                        axis=1)
+        tl.debug_barrier()  # pass 2 reads what other warps stored
         # Pass 2, last chunk first: carry = a_{t+1} g_{t+1} from the right.
         carry = tl.zeros([BLOCK_D], dtype=tl.float32)
         grad_a = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -169,6 +172,10 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, gy_ptr, h_ptr,
                           mask=t_mask)
             carry = tl.sum(tl.where(first, decay * g, 0.0), axis=1)
         tl.atomic_add(gA_ptr + chan * state + n, grad_a, mask=d_mask)
+        # gu and gdt are read back for the next state: a warp may not run
+        # ahead of another's stores (the interpreter, one thread, never
+        # does; on a GPU this was the wrong delta gradient for d_state > 1).
+        tl.debug_barrier()
 
 
 def _launch_shape(dim: int, per_group: int, length: int):
