@@ -95,6 +95,21 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
                 f32(A), f32(B), f32(C), f32(D), f32(delta_bias),
                 delta_softplus, h, w)
         return y.view(b, d, h, w).to(x.dtype)
+    return cross_selective_scan_generic(x, dt_low, dt_weight, A, B, C, D,
+                                        delta_bias, delta_softplus, backend)
+
+
+def cross_selective_scan_generic(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
+                                 A: Tensor, B: Tensor, C: Tensor,
+                                 D: Optional[Tensor] = None,
+                                 delta_bias: Optional[Tensor] = None,
+                                 delta_softplus: bool = False,
+                                 backend: str = 'auto') -> Tensor:
+    """The four sequences built as tensors (``cross_scan``,
+    ``directional``), one ``selective_scan`` on ``backend``, merged: any
+    backend, and what tracing and ONNX export see."""
+    b, d, h, w = x.shape
+    length = h * w
     low, B, C = (directional(t, h, w) for t in (dt_low, B, C))
     delta = torch.matmul(dt_weight, low)  # (B, 4, d, L)
     y = selective_scan(
