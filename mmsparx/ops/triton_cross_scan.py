@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 DIRECTIONS = 4
+_DIRS = tl.constexpr(DIRECTIONS)  # what kernels may read of a global
 
 
 @triton.jit
@@ -162,7 +163,7 @@ def _chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
             _, hs = tl.associative_scan((decay, drive), 1, _combine)
             summary = tl.sum(tl.where(last, hs, 0.0), axis=1)
         prod = tl.reduce(decay, 1, _mul)
-        out = (((pid_b * DIRECTIONS + DIR) * N + n) * chunks + pid_c) * d + chan
+        out = (((pid_b * _DIRS + DIR) * N + n) * chunks + pid_c) * d + chan
         tl.store(p_out + out, prod, mask=d_mask)
         tl.store(s_out + out, summary, mask=d_mask)
 
@@ -222,7 +223,7 @@ def _output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
         drive = tl.where(mask, dt * bv[None, :] * u, 0.0)
         acc_a, hs = tl.associative_scan((decay, drive), 1, _combine)
         if HAS_ENTRY:
-            h_in = tl.load(h_ptr + (((pid_b * DIRECTIONS + DIR) * N + n) *
+            h_in = tl.load(h_ptr + (((pid_b * _DIRS + DIR) * N + n) *
                                     chunks + pid_c) * d + chan,
                            mask=d_mask, other=0.0)
             hs += acc_a * h_in[:, None]
@@ -284,7 +285,7 @@ def _grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
         acc_a, hs = tl.associative_scan((decay, drive), 1, _combine)
         src = tl.where(mask, gy * c[None, :], 0.0)
         if HAS_ENTRY:
-            at = (((pid_b * DIRECTIONS + DIR) * N + n) * chunks + pid_c) * d \
+            at = (((pid_b * _DIRS + DIR) * N + n) * chunks + pid_c) * d \
                 + chan
             h_in = tl.load(h_ptr + at, mask=d_mask, other=0.0)
             hs += acc_a * h_in[:, None]
@@ -314,7 +315,7 @@ def _grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
     gdt = tl.where(mask, gdt, 0.0)
     if HAS_BIAS:
         tl.atomic_add(gbias_ptr + row, tl.sum(gdt, axis=1), mask=d_mask)
-    tl.store(graw_ptr + ((pid_b * DIRECTIONS + DIR) * d + chan)[:, None] * L
+    tl.store(graw_ptr + ((pid_b * _DIRS + DIR) * d + chan)[:, None] * L
              + p[None, :], gdt, mask=mask)
 
 
