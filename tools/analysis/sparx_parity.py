@@ -1,13 +1,20 @@
 """SparX-Mamba against the authors' own outputs: the max abs difference per
 golden fixture (tests/data/sparx_authors) and scan backend.
 
-    python tools/analysis/sparx_parity.py [--fixtures DIR] [--device cpu] [--json]
+    python tools/analysis/sparx_parity.py [--fixtures DIR] [--device cpu] [--tf32 {on,off}] [--json]
 
 Each fixture holds an authors'-layout state dict with the keyword arguments
 of the authors' class, an input and the authors' eval-mode output. The file
 is converted, loaded strictly and run on every backend that runs on the
 device (``TRITON_INTERPRET=1`` adds triton on CPU). The fixtures ask for
 1e-4 on every logit and map.
+
+On CUDA, TF32 matmuls and convolutions round inputs to 10-bit mantissas,
+far beyond 1e-4: ``--tf32 off`` is the parity figure, ``--tf32 on`` what
+a default cuDNN / ``allow_tf32`` setting gives. Both flags
+(``torch.backends.cuda.matmul.allow_tf32``,
+``torch.backends.cudnn.allow_tf32``) are printed, and each JSON row holds
+them; without ``--tf32`` they stay at torch's defaults.
 """
 import argparse
 import glob
@@ -93,19 +100,34 @@ def run(path: str, backend: str, device: str) -> List[float]:
     return differences(model, data, device)
 
 
+def set_tf32(mode: Optional[str]) -> Dict[str, bool]:
+    """Set both TF32 flags (``'on'`` / ``'off'``; None leaves them) and
+    return them as they are."""
+    if mode is not None:
+        torch.backends.cuda.matmul.allow_tf32 = mode == 'on'
+        torch.backends.cudnn.allow_tf32 = mode == 'on'
+    return dict(matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)
+
+
 def main(argv=None) -> None:
     from mmsparx.ops import available_backends
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--fixtures', default=FIXTURES)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--tf32', choices=['on', 'off'],
+                        help='set both TF32 flags (default: leave them)')
     parser.add_argument('--json', action='store_true')
     args = parser.parse_args(argv)
+    tf32 = set_tf32(args.tf32)
+    print('TF32: ' + ', '.join(f'{k}={v}' for k, v in tf32.items()),
+          file=sys.stderr)
     paths = sorted(glob.glob(osp.join(args.fixtures, '*.pt')))
     if not paths:
         parser.error(f'no fixtures (*.pt) in {args.fixtures}')
     with json_stdout(args.json):  # logs to stderr: stdout is the JSON
         rows = [dict(fixture=osp.basename(p)[:-3], backend=b,
-                     max_abs_diff=run(p, b, args.device))
+                     max_abs_diff=run(p, b, args.device), **tf32)
                 for p in paths for b in available_backends(args.device)]
     if args.json:
         print(json.dumps(rows))
