@@ -36,11 +36,17 @@ class SparXBlock(nn.Module):
     def forward(self, x: Tensor,
                 inputs: Optional[Sequence[Tensor]] = None) -> Tensor:
         x = self.pos_embed.fused(x, residual=True)  # DPE
-        normed = self.norm(x)
-        mixed = self.op(normed) if inputs is None else self.op(normed, inputs)
+        if inputs is None and getattr(self.op, 'takes_norm', False):
+            # The norms go into the next product (mixer's and FFN's), which
+            # keeps x for backward in place of the normalised map.
+            mixed = self.op(x, norm=self.norm)
+        else:
+            normed = self.norm(x)
+            mixed = self.op(normed) if inputs is None else \
+                self.op(normed, inputs)
         x = self._residual(self.layerscale_1, x, self.drop_path(mixed))
         return self._residual(self.layerscale_2, x,
-                              self.drop_path(self.mlp(self.norm2(x))))
+                              self.drop_path(self.mlp(x, norm=self.norm2)))
 
     @staticmethod
     def _residual(scale: nn.Module, x: Tensor, branch: Tensor) -> Tensor:

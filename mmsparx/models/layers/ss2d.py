@@ -99,11 +99,25 @@ class SS2D(nn.Module):
             self.dt_projs_bias.reshape(-1), delta_softplus=True,
             backend=self.scan_backend)
 
-    def forward(self, x: Tensor, *in_proj_args) -> Tensor:
-        if isinstance(self.in_proj, PointwiseConv):
+    @property
+    def takes_norm(self) -> bool:
+        """Whether ``forward`` takes the norm before it (``norm=``): with
+        the 1x1 input projection, which then applies it (see
+        ``PointwiseConv.normed``)."""
+        return isinstance(self.in_proj, PointwiseConv)
+
+    def forward(self, x: Tensor, *in_proj_args,
+                norm: Optional[nn.Module] = None) -> Tensor:
+        """SS2D of ``x``, or of ``norm(x)``."""
+        if norm is not None and (in_proj_args or not self.takes_norm
+                                 or not torch.is_grad_enabled()):
+            x, norm = norm(x), None
+        if norm is not None:
+            x = self.conv2d.fused(self.in_proj.normed(x, norm), act='silu')
+        elif isinstance(self.in_proj, PointwiseConv):
             x = pointwise_then_depthwise(self.in_proj, self.conv2d, x,
                                          act='silu')
         else:
             x = self.conv2d.fused(self.in_proj(x, *in_proj_args), act='silu')
         y = self.scan(x).to(x.dtype)
-        return self.out_proj(self.out_norm(y))
+        return self.out_proj.normed(y, self.out_norm)
