@@ -5,7 +5,8 @@ it can stay in map order; only the scan itself needs the four sequence
 orders. The generic path builds them (``cross_scan``, ``directional``),
 scans with any backend and merges; on CPU the fused kernel takes every
 input in map order and only its recurrences walk the map in each
-direction's order, so the 4x copies and the merge never exist.
+direction's order, so the 4x copies and the merge never exist; on CUDA
+the Triton cross scan (``triton_cross_scan.py``) does the same.
 """
 from __future__ import annotations
 
@@ -53,6 +54,27 @@ class _FusedCrossScan(torch.autograd.Function):
                 gbias if delta_bias.numel() else None, None, None, None)
 
 
+# Programs of the generic Triton scan per SM above which it beats the fused
+# cross scan in inference. Measured on one H200 (bf16, SS2D of SparX-T,
+# tools/analysis/ss2d_benchmark.py): batch 64 at 56x56, 23 programs per SM,
+# fused 9.2 ms against 5.2 forward (28.5 / 14.6 with backward, but 1.1 GiB
+# against 4.3 at peak); batch 2 at 200x336, 0.7 per SM, fused 4.1 against
+# 5.0 (14.4 / 19.5 with backward).
+GENERIC_PROGRAMS_PER_SM = 4
+
+
+def _fused_pays(x: Tensor) -> bool:
+    """The fused Triton cross scan, or the generic path on the Triton scan:
+    fused whenever gradients are kept (a quarter of the memory) and
+    wherever the generic kernel's (image, 4 directions x 16 channels)
+    programs cannot fill the GPU (large maps at small batches)."""
+    if torch.is_grad_enabled() or x.device.type != 'cuda':
+        return True
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    programs = x.shape[0] * 4 * -(-x.shape[1] // 16)
+    return programs < GENERIC_PROGRAMS_PER_SM * sms
+
+
 def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
                          A: Tensor, B: Tensor, C: Tensor,
                          D: Optional[Tensor] = None,
@@ -78,7 +100,7 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     length = h * w
     name = None if torch.jit.is_tracing() or _export_depth[0] else \
         resolve_backend(x.device, backend)
-    if name == 'triton':
+    if name == 'triton' and _fused_pays(x):
         from .triton_cross_scan import triton_cross_selective_scan
         return triton_cross_selective_scan(
             x, dt_low, dt_weight, A, B, C, D, delta_bias,
