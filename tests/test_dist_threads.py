@@ -62,7 +62,8 @@ def launch(stub: str, script: str, gpus: str,
     makes torch.cuda.is_available() False/True in the helper."""
     full = {k: v for k, v in os.environ.items()
             if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
-    full.update(PYTHON=stub, PORT=str(free_port()), **env)
+    full.update(PYTHON=stub, PORT=str(free_port()), MMSPARX_PREFLIGHT='0',
+                **env)
     args = [DEMO_DET, gpus] if script == 'dist_train.sh' else \
         [DEMO_DET, 'no.pth', gpus]
     return subprocess.run(['bash', os.path.join('tools', script), *args],
