@@ -18,10 +18,12 @@ from .registry import (available_toolboxes, register_lazy_models,
 from .version import __version__
 from .models import LAZY_MODEL_CLASSES, MODEL_CLASSES
 from . import hooks  # noqa: F401  registers the runner hooks
+from .datasets import register_datasets  # noqa: E402
 
 install_mmengine_loader()
 register_models(MODEL_CLASSES)
 register_lazy_models(LAZY_MODEL_CLASSES)
+register_datasets()  # CheckedCocoDataset, see README "Data checks"
 
 __all__ = ['__version__', 'available_toolboxes', 'register_model',
            'register_models', 'MODEL_CLASSES']

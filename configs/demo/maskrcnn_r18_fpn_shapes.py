@@ -53,12 +53,14 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(
+        type='CheckedCocoDataset',  # names what it drops
         data_root=data_root, metainfo=metainfo,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='train/'), pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=2, num_workers=0, persistent_workers=False,
     dataset=dict(
+        type='CheckedCocoDataset',  # names what it drops
         data_root=data_root, metainfo=metainfo,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='val/'), pipeline=test_pipeline))

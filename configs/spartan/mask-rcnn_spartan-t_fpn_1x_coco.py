@@ -20,6 +20,12 @@ _base_ = [
 ]
 custom_imports = dict(imports=['mmsparx'], allow_failed_imports=False)
 
+# mmsparx.datasets.CheckedCocoDataset: mmdet's CocoDataset that names each
+# box it drops or clips and each broken image (README, "Data checks").
+train_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+test_dataloader = dict(dataset=dict(type='CheckedCocoDataset'))
+
 pretrained = 'checkpoints/spartan_t_in1k.pth'
 model = dict(
     backbone=dict(

@@ -1,13 +1,75 @@
-"""python -m mmsparx.datasets {coco,ade20k,imagenet} OUT_DIR [options]"""
+"""python -m mmsparx.datasets {coco,ade20k,imagenet} OUT_DIR [options]
+python -m mmsparx.datasets preflight CONFIG [--cfg-options ...] [--splits ...]
+python -m mmsparx.datasets check CONFIG [--cfg-options ...] [--splits ...]"""
 import argparse
+import sys
 
 from .generate import generate_ade20k, generate_coco, generate_imagenet
 
+PROG = 'python -m mmsparx.datasets'
 
-def main(argv=None) -> None:
+
+def _config_parser(command: str, description: str) -> argparse.ArgumentParser:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(prog=f'{PROG} {command}',
+                                     description=description)
+    parser.add_argument('config')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='the overrides the training command gets')
+    parser.add_argument('--work-dir', help='accepted, not used')
+    parser.add_argument('--splits', nargs='+', default=None,
+                        choices=['train', 'val', 'test'],
+                        help='dataloaders to check')
+    return parser
+
+
+def _load(args):
+    from mmsparx.cli import load_config
+    return load_config(args.config, args.cfg_options, 'none', args.work_dir)
+
+
+def preflight(argv) -> None:
+    """Exit 2 with one paragraph when the data or the ImageNet weights of
+    a config are missing; the launchers' other arguments are ignored."""
+    from .preflight import TRAIN_SPLITS, ensure_ready
+    parser = _config_parser(
+        'preflight', 'Check that the data and pretrained weights a config '
+        'names exist (paths only; seconds). Exit status 2 when not.')
+    args, _ = parser.parse_known_args(argv)
+    splits = args.splits or TRAIN_SPLITS
+    ensure_ready(_load(args), args.config, splits,
+                 weights='train' in splits)
+    print(f'preflight: {args.config}: data ({", ".join(splits)}) and '
+          f'weights found.')
+
+
+def check(argv) -> None:
+    """Decode every image and judge every annotation; print a table;
+    exit 1 when anything is wrong."""
+    from .annotations import REPAIRED
+    from .check import check_config, format_table
+    parser = _config_parser(
+        'check', 'Full check of the datasets of a config: counts, missing '
+        'and broken images, bad boxes, unknown categories. Exit status 1 '
+        'when an image is broken or an annotation would be dropped '
+        '(clipped boxes are listed only).')
+    parser.add_argument('--examples', type=int, default=5,
+                        help='names listed per problem (5)')
+    args = parser.parse_args(argv)
+    reports = check_config(_load(args), args.splits or ('train', 'val',
+                                                        'test'))
+    print(format_table(reports, args.examples))
+    # Clipped boxes are repairs (training keeps them): listed, not failed.
+    if any(n for r in reports for p, n in r.counts.items()
+           if p not in REPAIRED):
+        raise SystemExit(1)
+
+
+def generate(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog='python -m mmsparx.datasets',
-        description='Write a deterministic generated dataset.')
+        prog=PROG,
+        description='Write a deterministic generated dataset (or: '
+        f'{PROG} preflight|check CONFIG, see their --help).')
     parser.add_argument('format', choices=['coco', 'ade20k', 'imagenet'])
     parser.add_argument('out_dir')
     parser.add_argument('--num-train', type=int, default=None,
@@ -35,11 +97,20 @@ def main(argv=None) -> None:
     for name, value in zip(names, (args.num_train, args.num_val)):
         if value is not None:
             kwargs[name] = value
-    generate = dict(coco=generate_coco, ade20k=generate_ade20k,
-                    imagenet=generate_imagenet)[args.format]
-    paths = generate(args.out_dir, **kwargs)
+    write = dict(coco=generate_coco, ade20k=generate_ade20k,
+                 imagenet=generate_imagenet)[args.format]
+    paths = write(args.out_dir, **kwargs)
     for split, path in paths.items():
         print(f'{args.format} {split}: {path}')
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = dict(preflight=preflight, check=check)
+    if argv and argv[0] in commands:
+        commands[argv[0]](argv[1:])
+    else:
+        generate(argv)
 
 
 if __name__ == '__main__':

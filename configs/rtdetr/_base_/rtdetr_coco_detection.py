@@ -9,7 +9,9 @@
 # official remap_mscoco_category); for your own data set `metainfo.classes`
 # (category names), or every annotation is dropped and the model learns
 # nothing (the "mAP 0 on custom data" report).
-dataset_type = 'CocoDataset'
+# mmdet's CocoDataset that names each box it drops or clips and each broken
+# image (mmsparx.datasets.CheckedCocoDataset; README, "Data checks").
+dataset_type = 'CheckedCocoDataset'
 data_root = 'data/coco/'
 backend_args = None
 
