@@ -1,8 +1,13 @@
 """Runner hooks, registered in mmengine's root HOOKS (every toolbox finds
-them): random states in checkpoints, kill-safe checkpoint writes, a stop
-with the iteration named on a non-finite input or loss."""
+them): random states in checkpoints, kill-safe checkpoint writes that keep
+the last verified one, a stop with the iteration named on a non-finite
+input, loss or weight, a resume with the config's optimizer settings; and
+the epoch loop that resumes mid-epoch (root LOOPS)."""
 from .finite import FiniteCheckHook
+from .optim_from_config import OptimFromConfigHook
+from .resumable_loop import ResumableEpochBasedTrainLoop
 from .rng_state import RandomStateHook
 from .safe_checkpoint import SafeCheckpointHook
 
-__all__ = ['FiniteCheckHook', 'RandomStateHook', 'SafeCheckpointHook']
+__all__ = ['FiniteCheckHook', 'OptimFromConfigHook', 'RandomStateHook',
+           'ResumableEpochBasedTrainLoop', 'SafeCheckpointHook']

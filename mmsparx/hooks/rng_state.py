@@ -16,7 +16,9 @@ back at the point where the interrupted run stood:
   training stream (and a resumed run, which skips that validation, agrees);
 * an iteration-based loop replays the data of the iterations already done
   when it resumes (consuming random numbers): the states are restored after
-  that replay, just before the first new batch is drawn.
+  that replay, just before the first new batch is drawn; an epoch-based one
+  resumed mid-epoch (:class:`~mmsparx.hooks.ResumableEpochBasedTrainLoop`)
+  gets them after it has skipped the batches already trained.
 
 Dataloader workers re-seed from the run's seed each epoch; persistent
 workers (``persistent_workers=True`` with ``num_workers > 0``) keep their
@@ -170,6 +172,11 @@ class RandomStateHook(Hook):
         if self._resumed is None:
             return
         loop = runner.train_loop
+        if getattr(loop, 'pending_skip', 0):
+            # A mid-epoch resume (ResumableEpochBasedTrainLoop): the states
+            # were taken after the batches the loop is about to skip.
+            loop.after_skip(lambda: self._restore(runner))
+            return
         done = loop.iter if hasattr(loop, 'dataloader_iterator') else 0
         if done:
             # The loop replays `done` batches right after this hook: replay
@@ -178,6 +185,9 @@ class RandomStateHook(Hook):
                 next(loop.dataloader_iterator)
             loop.dataloader_iterator = _SkipReplay(loop.dataloader_iterator,
                                                    done)
+        self._restore(runner)
+
+    def _restore(self, runner) -> None:
         restore(self._resumed)
         self._resumed = None
         runner.logger.info('random states restored from the checkpoint')

@@ -14,6 +14,21 @@ from scratch. :class:`SafeCheckpointHook` orders it the safe way:
 
 A ``.part`` left by a killed process is never read by resume and is
 removed by the next save.
+
+Two more guarantees:
+
+* ``max_keep_ckpts`` never removes the newest checkpoint that
+  :class:`~mmsparx.hooks.FiniteCheckHook` verified (its weights gave finite
+  losses in a forward pass): a step that poisons the weights without a NaN
+  loss would otherwise leave only poisoned checkpoints. That file is held
+  beyond the count until a newer one is verified (so there may be one file
+  more than ``max_keep_ckpts``).
+* Saving by iteration (``by_epoch=False``) in an epoch-based loop swaps
+  mmengine's ``EpochBasedTrainLoop`` for
+  :class:`~mmsparx.hooks.ResumableEpochBasedTrainLoop`, so a checkpoint
+  taken in the middle of an epoch resumes there instead of training the
+  epoch's first batches again; another epoch-based loop is refused at the
+  start with the fix.
 """
 from __future__ import annotations
 
@@ -28,6 +43,10 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
+from mmengine.runner import EpochBasedTrainLoop
+
+from .resumable_loop import ResumableEpochBasedTrainLoop, adopt
+from .weight_guard import HELD_KEY, VERIFIED_KEY
 
 BACKEND = 'mmsparx_atomic_local'
 PART = '.part'
@@ -95,6 +114,7 @@ class SafeCheckpointHook(CheckpointHook):
             # itself so a resumed run removes the right files later.
             runner.message_hub.update_info(
                 'keep_ckpt_ids', keep[-self.max_keep_ckpts:])
+        old_held, held, kept = self._plan_held(runner, keep)
         if is_main_process():
             for stale in glob.glob(osp.join(self.out_dir, '*' + PART)):
                 os.remove(stale)
@@ -115,8 +135,73 @@ class SafeCheckpointHook(CheckpointHook):
         write_atomically(self.last_ckpt,
                          osp.join(runner.work_dir, 'last_checkpoint'))
         # Only now that the new checkpoint is whole and named.
-        for step_id in old:
-            path = self.file_backend.join_path(
-                self.out_dir, self.filename_tmpl.format(step_id))
-            if self.file_backend.isfile(path):
+        doomed = [self.file_backend.join_path(
+            self.out_dir, self.filename_tmpl.format(step_id))
+            for step_id in old]
+        if old_held and old_held != held and self.max_keep_ckpts > 0:
+            doomed.append(old_held)
+        for path in doomed:
+            if osp.abspath(path) not in kept | {held} and \
+                    self.file_backend.isfile(path):
                 self.file_backend.remove(path)
+
+    def _plan_held(self, runner, keep: list):
+        """(the file held so far, the one to hold after this save, the
+        files kept by count): the held one is the newest verified
+        checkpoint when max_keep_ckpts would drop it. Set before the save,
+        so a resumed run knows what it holds."""
+        hub = runner.message_hub
+        old_held = hub.get_info(HELD_KEY)
+        verified = hub.get_info(VERIFIED_KEY)
+        kept = {osp.abspath(self.file_backend.join_path(
+            self.out_dir, self.filename_tmpl.format(step)))
+            for step in keep[-self.max_keep_ckpts:]} \
+            if self.max_keep_ckpts > 0 else set()
+        # Only files of this hook's own: a resume from a file elsewhere
+        # is verified too, but never held (and so never removed).
+        held = osp.abspath(verified) if self.max_keep_ckpts > 0 and \
+            verified and self._own(verified) and \
+            osp.abspath(verified) not in kept else None
+        hub.update_info(HELD_KEY, held)
+        return (old_held if old_held and self._own(old_held) else None,
+                held, kept)
+
+    def _own(self, path: str) -> bool:
+        """Whether ``path`` is a checkpoint file in this hook's out_dir."""
+        try:
+            return osp.isfile(path) and osp.samefile(
+                osp.dirname(osp.abspath(path)), self.out_dir)
+        except OSError:  # out_dir not made yet
+            return False
+
+    def after_train(self, runner) -> None:
+        """The run finished and FiniteCheckHook verified its final
+        checkpoint: the file held for recovery goes."""
+        super().after_train(runner)
+        hub = runner.message_hub
+        held = hub.get_info(HELD_KEY)
+        verified = hub.get_info(VERIFIED_KEY)
+        if self.atomic and held and is_main_process() and self._own(held) \
+                and not (verified and osp.abspath(verified) == held):
+            os.remove(held)
+            hub.update_info(HELD_KEY, None)
+
+    def before_run(self, runner) -> None:
+        super().before_run(runner)
+        loop = getattr(runner, '_train_loop', None)
+        if self.by_epoch or not isinstance(loop, EpochBasedTrainLoop) or \
+                isinstance(loop, ResumableEpochBasedTrainLoop):
+            return
+        if type(loop) is EpochBasedTrainLoop:
+            runner._train_loop = adopt(loop)
+            return
+        raise ValueError(
+            f'default_hooks.checkpoint saves by iteration (by_epoch=False) '
+            f'but the train loop {type(loop).__name__} is an epoch-based '
+            'loop that cannot resume in the middle of an epoch: a resume '
+            "from such a checkpoint would train the epoch's first batches "
+            'again. Save by epoch (--cfg-options default_hooks.checkpoint.'
+            'by_epoch=True), use train_cfg.type=ResumableEpochBasedTrainLoop'
+            ' (mmengine\'s EpochBasedTrainLoop that resumes mid-epoch), or '
+            'train by iteration (train_cfg=dict(type=\'IterBasedTrainLoop\','
+            ' max_iters=N)).')
