@@ -39,6 +39,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank; torchrun sets the env.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument(
+        '--partial-load', action='store_true',
+        help='load a checkpoint (load_from, the test checkpoint, --resume) '
+        'that leaves some of the model\'s keys unfilled or of another shape, '
+        'e.g. fine-tuning with a new head; logs the loaded/missing/'
+        'unexpected/mismatched counts. Without it such a file is refused '
+        'before anything runs')
 
 
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,
@@ -132,6 +139,19 @@ def warn_missing_custom_imports(cfg: Config, path: str) -> bool:
 
 
 @contextlib.contextmanager
+def refusals_exit() -> Iterator[None]:
+    """A tool's refusal of its input (a checkpoint that does not fit the
+    model) as its one paragraph on stderr and exit status 2, instead of a
+    traceback that buries it."""
+    from mmsparx.converters.detect import CheckpointError
+    try:
+        yield
+    except CheckpointError as err:
+        print(f'error: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
 def json_stdout(enabled: bool = True) -> Iterator[None]:
     """While active, everything written to stdout (Python prints, mmengine
     log lines, C-level output) goes to stderr, so that a ``--json`` tool's
@@ -191,9 +211,13 @@ def explain_build_error(err: KeyError, config: str) -> Optional[str]:
 
 
 def build_runner(cfg: Config, config_path: str,
-                 device_changes: Sequence[str] = ()):
+                 device_changes: Sequence[str] = (),
+                 partial_load: bool = False):
     """``Runner.from_cfg`` (or the config's ``runner_type``) with the
-    registry error rewritten into the fix; logs ``device_changes``."""
+    registry error rewritten into the fix; logs ``device_changes``. The
+    runner refuses a checkpoint that does not fill its model unless
+    ``partial_load`` (see :func:`mmsparx.checkpoint.require_whole_model`).
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     try:
@@ -208,4 +232,6 @@ def build_runner(cfg: Config, config_path: str,
         raise MissingImportError(hint) from err
     for change in device_changes:
         runner.logger.info(f'no CUDA: {change}')
+    from mmsparx.checkpoint import guard_runner_loading
+    guard_runner_loading(runner, partial_load)
     return runner

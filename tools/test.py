@@ -6,7 +6,8 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmsparx.cli import (add_common_args, build_runner, load_config,  # noqa
-                         prepare_device)
+                         prepare_device, refusals_exit)
+from mmsparx.launch_guard import guard_launch  # noqa: E402
 from mmsparx.runtime import finish_distributed  # noqa: E402
 
 
@@ -30,18 +31,43 @@ def enable_drawing(cfg, show_dir: str) -> None:
         raise ValueError('--show-dir needs default_hooks.visualization in '
                          'the config (the toolbox default_runtime has it).')
     if cfg.default_scope == 'mmpretrain':
-        hook.update(enable=True, out_dir=show_dir)
+        hook.update(enable=True)
+        images_into(cfg, show_dir)
     elif cfg.default_scope == 'mmseg':
         hook.update(draw=True, interval=1)
-        cfg.visualizer.save_dir = show_dir
-    else:
+        images_into(cfg, show_dir)
+    else:  # mmdet's hook joins work_dir/timestamp itself
         hook.update(draw=True, test_out_dir=show_dir)
 
 
+def images_into(cfg, show_dir: str) -> None:
+    """mmseg's and mmpretrain's hooks draw through the visualizer's
+    backends: point its LocalVisBackend's images at the work dir's
+    timestamp folder + ``show_dir``. The runner gives the visualizer that
+    folder as save_dir and each backend writes under its ``vis_data``
+    subfolder, hence the '..' (an absolute ``show_dir`` stays as is)."""
+    if 'visualizer' not in cfg:
+        raise ValueError('--show-dir needs a visualizer in the config (the '
+                         'toolbox default_runtime has it).')
+    cfg.visualizer.pop('save_dir', None)  # the runner's default, as above
+    backends = list(cfg.visualizer.get('vis_backends') or [])
+    local = [b for b in backends
+             if str(b.get('type', '')).endswith('LocalVisBackend')]
+    if not local:
+        local = [dict(type='LocalVisBackend')]
+        backends += local
+    for backend in local:
+        backend['img_save_dir'] = osp.join('..', show_dir)
+    cfg.visualizer.vis_backends = backends
+
+
 def main(argv=None) -> None:
+    guard_launch()  # a torchrun worker dies with torchrun
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)
+    from mmsparx.datasets.preflight import ensure_ready
+    ensure_ready(cfg, args.config, ('test', ), weights=False)  # the data
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_drawing(cfg, args.show_dir)
@@ -54,7 +80,7 @@ def main(argv=None) -> None:
                             if k != 'type'})
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     changes = prepare_device(cfg)
-    runner = build_runner(cfg, args.config, changes)
+    runner = build_runner(cfg, args.config, changes, args.partial_load)
     if args.out:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out must end in .pkl, got {args.out!r}')
@@ -68,4 +94,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with refusals_exit():
+        main()

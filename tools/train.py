@@ -10,7 +10,9 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmsparx.cli import (add_common_args, build_runner, load_config,  # noqa
-                         prepare_device)
+                         prepare_device, refusals_exit)
+from mmsparx.cpu_amp import enable_amp  # noqa: E402  (registers its wrapper)
+from mmsparx.launch_guard import guard_launch  # noqa: E402
 from mmsparx.runtime import finish_distributed  # noqa: E402
 
 
@@ -25,6 +27,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         '--resume', nargs='?', type=str, const='auto',
         help='resume from CKPT, or from the latest checkpoint in the '
         'work dir when no path is given')
+    parser.add_argument(
+        '--optim-from-config', action='store_true',
+        help='with --resume: keep the weights, epoch/iteration counters, '
+        'random states and optimizer moments of the checkpoint, but take '
+        'the optimizer settings (lr, weight decay, ...) and the lr schedule '
+        'from the config, e.g. a lower optim_wrapper.optimizer.lr after a '
+        'NaN stop (a plain --resume restores the old ones)')
     add_common_args(parser)
     return parser.parse_args(argv)
 
@@ -48,18 +57,27 @@ def resume_point(work_dir: str) -> str:
     return path
 
 
+def use_config_optimizer(cfg, resume) -> None:
+    """``--optim-from-config``: the resume keeps the config's optimizer
+    settings and schedule (mmsparx.hooks.OptimFromConfigHook)."""
+    if resume is None:
+        raise ValueError(
+            '--optim-from-config changes what --resume restores, and no '
+            '--resume was given. Add it: tools/train.py CONFIG --resume '
+            '[CKPT] --optim-from-config --cfg-options '
+            'optim_wrapper.optimizer.lr=NEW_LR')
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        dict(type='OptimFromConfigHook')]
+
+
 def main(argv=None) -> None:
+    guard_launch()  # a torchrun worker dies with torchrun
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)
-    if args.amp:
-        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper == 'OptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
-        elif wrapper != 'AmpOptimWrapper':
-            raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper '
-                             f'or AmpOptimWrapper, not {wrapper}.')
+    from mmsparx.datasets.preflight import ensure_ready
+    ensure_ready(cfg, args.config)  # data and weights, before any worker
+    amp_changes = enable_amp(cfg) if args.amp else []  # bf16 on CPU
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in (
                 cfg.auto_scale_lr or {}):
@@ -74,11 +92,14 @@ def main(argv=None) -> None:
             raise FileNotFoundError(f'--resume {args.resume}: no such '
                                     'checkpoint file.')
         cfg.resume, cfg.load_from = True, args.resume
-    changes = prepare_device(cfg)
-    runner = build_runner(cfg, args.config, changes)
+    if args.optim_from_config:
+        use_config_optimizer(cfg, args.resume)
+    changes = prepare_device(cfg) + amp_changes
+    runner = build_runner(cfg, args.config, changes, args.partial_load)
     runner.train()
     finish_distributed()
 
 
 if __name__ == '__main__':
-    main()
+    with refusals_exit():
+        main()

@@ -257,7 +257,8 @@ def run_steps(args, runner: Runner) -> None:
     runner.run('ss2d kernels', [
         python, 'tools/analysis/ss2d_benchmark.py', '--device', device,
         '--json', '--warmup', str(args.warmup), '--runs', str(args.runs),
-        '--shapes', 'cls224-s1', 'cls224-s3', 'dense-s1', '--paths',
+        '--shapes', *(['cls224-s1', 'cls224-s3', 'dense-s1']
+                      if device == 'cuda' else ['cls224-s3']), '--paths',
         'fused', 'generic-triton' if device == 'cuda' else 'generic-chunked',
         *(['--batch', str(args.train_batch)] if device != 'cuda' else [])],
         limit=45, parse=parse_json_rows)
