@@ -122,14 +122,15 @@ def test_dist_train_two_gloo_processes(coco_root, tmp_path):
     assert osp.isfile(tmp_path / 'epoch_1.pth')
 
 
-def test_missing_custom_imports_names_the_fix(tmp_path):
+def test_missing_custom_imports_names_the_fix(coco_root, tmp_path):
     config = tmp_path / 'no_plugin.py'
     config.write_text(
         f"_base_ = [{DEMO_DET!r}]\n"
         "custom_imports = None\n"
         "model = dict(backbone=dict(_delete_=True, type='NoSuchBackbone'))\n")
+    # The data exists (the data check would otherwise stop it first).
     result = run_tool([sys.executable, 'tools/train.py', str(config), '--work-dir',
-                       str(tmp_path)])
+                       str(tmp_path), *as_cli(coco_options(coco_root))])
     assert result.returncode != 0
     assert "no imported package registers 'NoSuchBackbone' in mmdet" in \
         result.stderr

@@ -75,8 +75,6 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options, args.launcher,
                       args.work_dir)
-    from mmsparx.datasets.preflight import ensure_ready
-    ensure_ready(cfg, args.config)  # data and weights, before any worker
     amp_changes = enable_amp(cfg) if args.amp else []  # bf16 on CPU
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in (
@@ -94,6 +92,9 @@ def main(argv=None) -> None:
         cfg.resume, cfg.load_from = True, args.resume
     if args.optim_from_config:
         use_config_optimizer(cfg, args.resume)
+    # Data and weights, once the arguments are known to be right.
+    from mmsparx.datasets.preflight import ensure_ready
+    ensure_ready(cfg, args.config)
     changes = prepare_device(cfg) + amp_changes
     runner = build_runner(cfg, args.config, changes, args.partial_load)
     runner.train()
