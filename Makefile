@@ -1,6 +1,8 @@
 # make demo: set up, then train + evaluate a SparX detector on a generated COCO-format set.
 # make test: set up, then run the test suite.
 PY := $(CURDIR)/.venv/bin/python
+# make demo DEMO=maskrcnn: Mask R-CNN with the small SparX-Mamba instead.
+DEMO ?= rtdetr
 
 .PHONY: setup test demo clean
 
@@ -11,7 +13,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py --preset $(DEMO)
 
 clean:
 	rm -rf work_dirs data/demo_coco

@@ -4,6 +4,7 @@ processes (tools/dist_train.sh), evaluate with pycocotools, draw the
 predictions and the loss / mAP curves.
 """
 import argparse
+import json
 import os
 import os.path as osp
 import subprocess
@@ -13,14 +14,23 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-DEFAULT_CONFIG = 'configs/demo/rtdetr_sparx_shapes.py'
+# `make demo DEMO=NAME`: the config each preset trains.
+PRESETS = {'rtdetr': 'configs/demo/rtdetr_sparx_shapes.py',
+           'maskrcnn': 'configs/demo/maskrcnn_sparx_small_fpn_shapes.py'}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--config', default=DEFAULT_CONFIG)
+    parser.add_argument('--preset', choices=list(PRESETS), default='rtdetr',
+                        help='the config to train when --config is not '
+                        'given: ' + ', '.join(f'{k}: {v}'
+                                              for k, v in PRESETS.items()))
+    parser.add_argument('--config', default=None,
+                        help='any mmdet config (overrides --preset)')
     parser.add_argument('--data-root', default='data/demo_coco')
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--work-dir', default=None,
+                        help='default: work_dirs/demo (rtdetr), '
+                        'work_dirs/demo_maskrcnn (maskrcnn)')
     parser.add_argument('--num-train', type=int, default=48)
     parser.add_argument('--num-val', type=int, default=16)
     parser.add_argument('--size', type=int, default=256)
@@ -33,6 +43,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    args.config = args.config or PRESETS[args.preset]
+    args.work_dir = args.work_dir or ('work_dirs/demo' if args.preset ==
+                                      'rtdetr' else f'work_dirs/demo_{args.preset}')
     os.chdir(ROOT)
     start = time.time()
     from mmsparx.datasets import generate_coco
@@ -76,6 +89,12 @@ def main() -> None:
           f'in {curves}')
     print(f'[demo] wall time {time.time() - start:.0f} s (training '
           f'{trained - start:.0f} s)')
+    summary = dict(config=args.config, wall_s=round(time.time() - start),
+                   train_s=round(trained - start),
+                   metrics={k: v for k, v in metrics.items()
+                            if isinstance(v, (int, float))})
+    with open(osp.join(args.work_dir, 'demo_summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
 
 
 def _config(config: str, options: list, work_dir: str):

@@ -42,6 +42,28 @@ def make_stem(out_dim: int, version: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def init_like_authors(model: nn.Module) -> None:
+    """The authors' initialisation (every SparX model of theirs applies it
+    at construction): each ``nn.Conv2d`` and ``nn.Linear`` weight
+    ~ N(0, 0.02) truncated at +-2, biases 0, norms 1 / 0; the SSM's own
+    parameters (x_proj, dt, A, D, held as plain parameters) and the layer
+    scales keep theirs. PyTorch's defaults instead give the depthwise 3x3 /
+    5x5 convolutions weights of up to +-0.33 / +-0.2, so every
+    ``x + DWConv(x)`` adds a random high-pass filter of its input: from
+    scratch, the features the detector's RoI head first sees are mostly
+    that noise (configs/demo/README.md, the Mask R-CNN diagnosis)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm,
+                                 nn.modules.batchnorm._BatchNorm)):
+            if module.weight is not None:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+
 def make_out_norm(kind: Optional[str], dim: int) -> nn.Module:
     if kind == 'ln':
         return LayerNorm2d(dim, eps=1e-6)
@@ -155,6 +177,7 @@ class SparXMamba(FourStageBackbone):
         self.out_norms = nn.ModuleDict({
             str(i): make_out_norm(out_norm, channels[i])
             for i in out_indices})
+        init_like_authors(self)
         self._freeze_stages()
         # The authors' whole-model files (their COCO / ADE20K checkpoints:
         # ``backbone.*`` in their key names) then load through any loader:
