@@ -68,10 +68,19 @@ VARIANTS = {
     'spartan-t': ('SpaRTAN', (3, 3, 12, 2), (32, 64, 128, 256)),
     'sparseswin-t': ('SparseSwin', (2, 2, 6), (96, 192, 384, 512)),
     'r18': ('ResNet', (2, 2, 2, 2), (64, 128, 256, 512)),
+    # The demo's CPU-sized SparX-Mamba and the Swin of its size (mmdet's).
+    'sparx-mamba-demo': ('SparXMamba', (1, 1, 3, 1), (48, 96, 192, 288)),
+    'swin-demo': ('SwinTransformer', (1, 1, 3, 1), (48, 96, 192, 384)),
 }
 VARIANT = re.compile('|'.join(VARIANTS))
 # Demo files whose names do not follow the family folders' pattern.
-DEMO_VARIANTS = {'demo/maskrcnn_sparx_t_fpn_shapes.py': 'sparx-mamba-t'}
+DEMO_VARIANTS = {
+    'demo/maskrcnn_sparx_t_fpn_shapes.py': 'sparx-mamba-t',
+    'demo/maskrcnn_spartan_xt_fpn_shapes.py': 'spartan-xt',
+    'demo/maskrcnn_swin_small_fpn_shapes.py': 'swin-demo',
+    **{f'demo/maskrcnn_sparx_small{kind}_fpn_shapes.py': 'sparx-mamba-demo'
+       for kind in ('', '_learned', '_ln', '_sgd')},
+}
 # What each ablation's name promises of the built SparX-Mamba-T / SpaRTAN-XT
 # (Table 7: window M, stride S, PlainNet; Table VIII: convolution types).
 T_GANGLIA = ([], [1], [0, 2, 4, 6], [0, 1])
@@ -263,8 +272,8 @@ def expected_facts(name: str) -> dict:
     facts = dict(depths=VARIANTS[key][1], **PUBLISHED.get(key, {}))
     facts.update(ABLATIONS.get(ablation(name), {}))
     facts.pop('channels', None)
-    if key == 'r18':
-        facts.pop('depths')  # ResNet has no arch dict
+    if key in ('r18', 'swin-demo'):
+        facts.pop('depths')  # mmdet's ResNet and Swin have no arch dict
     return facts
 
 

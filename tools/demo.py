@@ -1,7 +1,9 @@
 """`make demo`: generate a COCO-format set, train a detector (RT-DETR with a
-small SparX-Mamba by default; any mmdet config with --config) with 2
+small SparX-Mamba by default, Mask R-CNN with it under `--preset maskrcnn`
+(`make demo DEMO=maskrcnn`); any mmdet config with --config) with 2
 processes (tools/dist_train.sh), evaluate with pycocotools, draw the
-predictions and the loss / mAP curves.
+predictions and every loss term / the mAP per validation, and write
+demo_summary.json (metrics, wall time) into the work dir.
 """
 import argparse
 import json

@@ -1,5 +1,6 @@
 # Mask R-CNN R18-FPN from scratch on the generated COCO-format shapes set
-# (python -m mmsparx.datasets coco data/demo_coco): the `make demo` job.
+# (python -m mmsparx.datasets coco data/demo_coco): the recipe every backbone
+# of the comparison in configs/demo/README.md shares.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
