@@ -2,7 +2,8 @@
 configs/demo/README.md: same data, FPN, heads, schedule and CPU budget, only
 the backbone (or the recipe) differs. Trains what has no result yet through
 tools/demo.py (2 processes), then prints the table and draws every run's
-curves.png.
+curves.png, and comparison.png (RoI classification loss and bbox mAP of
+every run).
 
     python tools/analysis/maskrcnn_comparison.py            # all runs
     python tools/analysis/maskrcnn_comparison.py --only r18 sparx_small
@@ -104,6 +105,36 @@ def table(names: List[str], work_root: str) -> str:
     return '\n'.join(lines)
 
 
+def draw_comparison(names: List[str], work_root: str, out_file: str) -> None:
+    """The RoI classification loss per iteration and bbox mAP per epoch of
+    every run, one line each: where a backbone does not learn, it shows."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from mmsparx.curves import read_curves, scalars_file
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name in names:
+        if summary(name, work_root) is None:
+            continue
+        curves = read_curves(scalars_file(osp.join(ROOT, work_root, name)))
+        if curves.get('loss_cls'):
+            left.plot(*zip(*curves['loss_cls']), label=name)
+        if curves.get('coco/bbox_mAP'):
+            right.plot(*zip(*curves['coco/bbox_mAP']), marker='o',
+                       label=name)
+    left.set(xlabel='iteration', ylabel='loss_cls (RoI head)',
+             title='RoI classification loss')
+    right.set(xlabel='epoch', ylabel='bbox mAP (val)', title='bbox mAP',
+              ylim=(0, None))
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     args = parse_args()
     os.chdir(ROOT)
@@ -113,6 +144,10 @@ def main() -> None:
             if args.rerun or summary(name, args.work_root) is None:
                 run(name, args)
     print(table(names, args.work_root))
+    picture = osp.join(ROOT, args.work_root, 'comparison.png')
+    draw_comparison(names, args.work_root, picture)
+    print(f'[compare] every run\'s curves.png under {args.work_root}/NAME/, '
+          f'all runs in {picture}')
 
 
 if __name__ == '__main__':
