@@ -46,8 +46,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     args.config = args.config or PRESETS[args.preset]
-    args.work_dir = args.work_dir or ('work_dirs/demo' if args.preset ==
-                                      'rtdetr' else f'work_dirs/demo_{args.preset}')
+    if args.work_dir is None:
+        args.work_dir = 'work_dirs/demo' + (
+            '' if args.preset == 'rtdetr' else f'_{args.preset}')
     os.chdir(ROOT)
     start = time.time()
     from mmsparx.datasets import generate_coco

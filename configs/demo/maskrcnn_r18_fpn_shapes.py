@@ -23,8 +23,8 @@ model = dict(
         norm_cfg=dict(type='SyncBN', requires_grad=True),
         norm_eval=False,
         init_cfg=None),
-    # CPU budget: a 128-channel FPN and heads (half of mmdet's widths, 2.5x
-    # less time per step; the backbone comparison of configs/demo/README.md
+    # CPU budget: a 128-channel FPN and heads (half of mmdet's widths, about
+    # half the time per step; the backbone comparison of configs/demo/README.md
     # runs every backbone with them). Images hold at most 4 objects, so
     # fewer proposals and RoI samples lose nothing; a fixed RoIAlign sampling
     # ratio bounds its cost (the adaptive default made RoIAlign 60 % of a
