@@ -1,16 +1,15 @@
 # The `make demo` job: RT-DETR with a small SparX-Mamba backbone, from
 # scratch, on the generated COCO-format shapes set (48 training images,
-# 256x256), 40 epochs on 2 CPU processes: about 11.5 minutes on 2 cores,
-# bbox mAP 0.39 (README.md, "The demo", has the figures and the runs that
-# led here).
+# 256x256), 40 epochs on 2 CPU processes: about 11 minutes on 2 cores,
+# bbox mAP 0.44 (README.md, "The demo", has the figures).
 #
 # The backbone is SparX-Mamba-T's design at a CPU size (an arch dict:
 # depths 1-1-3-1, widths 48-288, the T ganglion rule, 4.4 M parameters):
 # with no ImageNet weights (nothing is downloaded) and 12 minutes of two
 # cores, the full T sees too few images to learn. The detector is RT-DETR
-# (configs/rtdetr/) as configs/demo/rtdetr_r18vd_shapes.py trains it: on
-# this budget Mask R-CNN with the same backbone does not learn its RoI
-# classifier (bbox mAP 0.01 after 12 or 16 epochs), RT-DETR does.
+# (configs/rtdetr/) as configs/demo/rtdetr_r18vd_shapes.py trains it; Mask
+# R-CNN with the same backbone is `make demo DEMO=maskrcnn`
+# (maskrcnn_sparx_small_fpn_shapes.py).
 _base_ = ['./rtdetr_r18vd_shapes.py']
 
 side = 256
