@@ -71,7 +71,7 @@ def test_logs_grad_norm_update_and_output_std():
 
     for group in ('backbone.stem', 'backbone.stages.0', 'backbone.stages.1',
                   'neck'):
-        logged = hub.get_scalar(f'train/grad_norm/{group}').current()
+        logged = hub.get_scalar(f'train/grad/{group}').current()
         assert abs(logged - norm(group + '.', grads)) < 1e-5 * (1 + logged)
         moved = {n: p.detach() - before[n]
                  for n, p in model.named_parameters()}
@@ -96,5 +96,5 @@ def test_off_iterations_cost_nothing_and_log_nothing():
     hook.before_train_iter(runner, 1)
     model(torch.randn(1, 3, 8, 8)).backward()
     hook.after_train_iter(runner, 1)
-    assert 'train/grad_norm/neck' not in hub.log_scalars
+    assert 'train/grad/neck' not in hub.log_scalars
     hook.after_run(runner)

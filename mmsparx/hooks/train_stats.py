@@ -7,7 +7,7 @@ log. Every ``interval`` iterations this hook logs, per parameter group
 (``backbone.stem``, ``backbone.stages.2``, ``neck``, ``rpn_head``,
 ``roi_head.bbox_head`` ...):
 
-- ``grad_norm/<group>``: L2 norm of the group's gradients of that step,
+- ``grad/<group>``: L2 norm of the group's gradients of that step,
   before clipping (the sum of what clipping sees is their root sum of
   squares, so a group that eats the clip budget shows here);
 - ``update/<group>``: |w_after - w_before| / |w_before|, the relative step
@@ -16,7 +16,10 @@ log. Every ``interval`` iterations this hook logs, per parameter group
   neck level, from that step's forward pass.
 
 They land in ``vis_data/scalars.json`` next to the losses (mmengine's
-LoggerHook logs every ``train/`` scalar).
+LoggerHook logs every ``train/`` scalar, each as the value of the last
+statistics iteration: the names stay out of its smoothing pattern, which
+would average over the last ``window_size`` statistics iterations).
+Set ``interval`` to the logger's interval to see every one.
 
     custom_hooks = [dict(type='TrainStatsHook', interval=10)]
 """
@@ -130,7 +133,7 @@ class TrainStatsHook(Hook):
         self._active = False
         hub = runner.message_hub
         for group, params in self._groups.items():
-            hub.update_scalar(f'train/grad_norm/{group}',
+            hub.update_scalar(f'train/grad/{group}',
                               self._grad_sq.get(group, 0.0) ** 0.5)
             moved = sum((p.detach() - b).float().pow(2).sum().item()
                         for p, b in zip(params, self._before[group]))
