@@ -31,12 +31,14 @@ RUNS: Dict[str, tuple] = {
                        "small SparX-Mamba, authors' per-pixel LN outputs, "
                        'AdamW'),
     'sparx_small': ('configs/demo/maskrcnn_sparx_small_fpn_shapes.py',
-                    "small SparX-Mamba, dmca_scale='input', AdamW"),
+                    'small SparX-Mamba, GN outputs, '
+                    "dmca_scale='input', AdamW"),
     'sparx_small_learned': (
         'configs/demo/maskrcnn_sparx_small_learned_fpn_shapes.py',
-        "small SparX-Mamba, dmca_scale='learned', AdamW"),
+        "small SparX-Mamba, GN outputs, dmca_scale='learned', AdamW"),
     'sparx_small_sgd': ('configs/demo/maskrcnn_sparx_small_sgd_fpn_shapes.py',
-                        "small SparX-Mamba, dmca_scale='input', SGD"),
+                        'small SparX-Mamba, GN outputs, '
+                        "dmca_scale='input', SGD"),
 }
 
 
