@@ -33,6 +33,19 @@ def test_inference_rows_say_inference():
     assert row['mode'] == 'inference' and row['img_per_s'] > 0
 
 
+def test_compiled_rows_compile_the_backbone_in_place():
+    # State-dict keys unchanged (no ``_orig_mod.``), the compiling call
+    # reported apart from the timed ones.
+    model = benchmark.build_model('resnet-18')
+    keys = list(model.state_dict())
+    benchmark.compile_features(model)
+    assert list(model.state_dict()) == keys
+    assert model.backbone._compiled_call_impl is not None
+    row = benchmark.measure('resnet-18', 1, (32, 32), torch.device('cpu'),
+                            amp=False, warmup=0, runs=1, compiled=True)
+    assert row['compiled'] and row['first_call_s'] > row['s_per_iter'] > 0
+
+
 @pytest.mark.parametrize('amp', [False, True])
 def test_train_step_updates_every_trained_parameter(amp):
     torch.manual_seed(0)

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmsparx.models.layers import common
 from mmsparx.models.layers.common import (ConvFFN, DepthwiseConv,
-                                          PointwiseConv, _DepthwiseActFn,
-                                          fold_batchnorm,
+                                          PointwiseConv, fold_batchnorm,
                                           pointwise_then_depthwise)
 from mmsparx.models.layers.dmca import DMCA
 from mmsparx.ops.selective_scan import _cpu_kernel
@@ -191,7 +191,7 @@ def test_depthwise_fused_training_gives_pytorch_gradients(
     """Training ``fused`` is one C++ function each way (the pre-activation
     kept or recomputed in backward); output and gradients of x, weight and
     bias equal the PyTorch composition computed in float64."""
-    monkeypatch.setattr(_DepthwiseActFn, 'KEEP_PRE_MAX_BYTES',
+    monkeypatch.setattr(common, 'KEEP_PRE_MAX_BYTES',
                         1 << 30 if keep_pre else 0)
     torch.manual_seed(0)
     conv = DepthwiseConv(6, kernel, bias=bias)

@@ -76,6 +76,9 @@ def test_cpu_run_writes_the_summary(tmp_path):
     assert ratios['Mask R-CNN 1x s/iter SparX-T / Swin-T']['target'] == \
         '<= 1.3'
     assert 'ratio' in out.stdout and 'mask rcnn step' in out.stdout
+    for name in ('compiled inference fp16', 'compiled train bf16'):
+        assert steps[name]['skipped'] and steps[name]['returncode'] == 0
+        assert '--only' in steps[name]['note']
 
 
 def test_pytest_output_is_parsed():

@@ -67,8 +67,10 @@ def _fused_pays(x: Tensor) -> bool:
     """The fused Triton cross scan, or the generic path on the Triton scan:
     fused whenever gradients are kept (a quarter of the memory) and
     wherever the generic kernel's (image, 4 directions x 16 channels)
-    programs cannot fill the GPU (large maps at small batches)."""
-    if torch.is_grad_enabled() or x.device.type != 'cuda':
+    programs cannot fill the GPU (large maps at small batches), and
+    under ``torch.compile``, which keeps the fused kernels' ops whole."""
+    if torch.is_grad_enabled() or x.device.type != 'cuda' or \
+            torch.compiler.is_compiling():
         return True
     sms = torch.cuda.get_device_properties(x.device).multi_processor_count
     programs = x.shape[0] * 4 * -(-x.shape[1] // 16)

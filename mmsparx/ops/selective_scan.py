@@ -72,7 +72,11 @@ _cpu_kernel_cache: list = []
 
 def _cpu_kernel():
     """The compiled CPU scan: the AVX2 build where the CPU has AVX2 (torch
-    reports it), else the portable one; None when neither was built."""
+    reports it), else the portable one; None when neither was built.
+    While ``torch.compile`` traces, the same functions as ``torch.library``
+    ops (``cpu_library.py``), which keep the graph whole."""
+    if torch.compiler.is_compiling():
+        return _cpu_kernel_cache[1]
     if not _cpu_kernel_cache:
         names = ['_scan_cpu']
         if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):
@@ -84,7 +88,8 @@ def _cpu_kernel():
                 break
             except ImportError:
                 continue
-        _cpu_kernel_cache.append(module)
+        from .cpu_library import compiled_kernels
+        _cpu_kernel_cache.extend([module, compiled_kernels(module)])
     return _cpu_kernel_cache[0]
 
 
@@ -127,7 +132,8 @@ def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
     else:
         backend = requested
     key = (torch.device(device).type, backend)
-    if key not in _logged:
+    # Not while Dynamo traces: the logger's lock would break the graph.
+    if key not in _logged and not torch.compiler.is_compiling():
         _logged.add(key)
         from mmengine.logging import print_log
         print_log(f'mmsparx selective scan on {key[0]}: {backend} backend',
@@ -367,3 +373,6 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     name = resolve_backend(u.device, backend)
     return _IMPLEMENTATIONS[name](u, delta, A, B, C, D, delta_bias,
                                  delta_softplus)
+
+
+_cpu_kernel()  # loaded (and its ops registered) before any tracing

@@ -2,7 +2,7 @@
 inference, with ``--train`` a full training step, with ``--dense`` a
 backbone step at detection size.
 
-    python tools/analysis/benchmark.py sparx-mamba-t --compare swin-t timm:convnext_tiny --batch 8 --input 224 224 [--train | --dense] [--amp [--amp-dtype bfloat16]] [--ops] [--json]
+    python tools/analysis/benchmark.py sparx-mamba-t --compare swin-t timm:convnext_tiny --batch 8 --input 224 224 [--train | --dense] [--amp [--amp-dtype bfloat16]] [--ops] [--compile] [--json]
 
 Models: the names of ``mmsparx.models.variants`` (ImageNet classifiers,
 1000-class heads unless the entry says, e.g. sparseswin: 100), or
@@ -36,6 +36,9 @@ is the growth per added image (the activations proper) and
 of one batch-2 eval forward in float32 under ``torch.inference_mode``,
 counted by the CPU profiler (``mmsparx.analysis.count_aten_ops``): all,
 nested calls included, and those the model's code calls directly.
+``--compile`` times the model with its backbone (timm: the whole network)
+under ``torch.compile`` (Inductor, default mode); the first call, which
+compiles, is ``first_call_s``; saved bytes and op counts stay eager's.
 """
 from __future__ import annotations
 
@@ -193,16 +196,27 @@ def dense_loss(backbone: nn.Module, images: torch.Tensor, amp: bool,
 
 def _timed(step: Callable[[], object], warmup: int, runs: int,
            sync: Callable[[], None]) -> List[float]:
-    """Seconds of each run after ``warmup`` untimed ones."""
+    """Seconds of every run: ``warmup`` untimed ones, then ``runs``."""
     times = []
-    for index in range(warmup + runs):
+    for _ in range(warmup + runs):
         sync()
         start = time.perf_counter()
         step()
         sync()
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
     return times
+
+
+def compile_features(model: nn.Module) -> None:
+    """``torch.compile`` in place (state-dict keys unchanged) on what
+    computes the features: the backbone of an mmpretrain classifier, timm's
+    network, or a dense backbone itself."""
+    for name in ('backbone', 'model'):
+        inner = getattr(model, name, None)
+        if isinstance(inner, nn.Module):
+            inner.compile()
+            return
+    model.compile()
 
 
 def saved_memory(model: nn.Module,
@@ -253,7 +267,7 @@ def _peak(device: torch.device, rss_before: float) -> float:
 def measure(name: str, batch: int, size, device: torch.device, amp: bool,
             warmup: int, runs: int, train: bool = False,
             dtype: Optional[torch.dtype] = None, ops: bool = False,
-            dense: bool = False) -> dict:
+            dense: bool = False, compiled: bool = False) -> dict:
     """One row: images/s, peak memory and, for training, the saved MiB
     per image (and with ``ops`` the forward's aten calls)."""
     from mmsparx.ops.selective_scan import resolve_backend
@@ -285,6 +299,9 @@ def measure(name: str, batch: int, size, device: torch.device, amp: bool,
                   device.type == 'cuda' and dtype == torch.float16 else None)
     else:
         images = torch.randn(batch, 3, *size, device=device)
+    if compiled:
+        compile_features(model)
+        warmup = max(warmup, 1)  # the first call compiles
     _fresh(device)
     rss_before = _peak_rss_mb()
     if dense:
@@ -300,7 +317,9 @@ def measure(name: str, batch: int, size, device: torch.device, amp: bool,
                 device.type, dtype=dtype, enabled=amp):
             times = _timed(lambda: model(images, mode='tensor'), warmup,
                            runs, sync)
-    median = statistics.median(times)
+    if compiled:
+        extra.update(compiled=True, first_call_s=round(times[0], 2))
+    median = statistics.median(times[warmup:])
     uses_scan = name.startswith('sparx-mamba')
     mode = 'dense' if dense else 'train' if train else 'inference'
     return dict(name=name, mode=mode, batch=batch, input=list(size),
@@ -335,6 +354,8 @@ def main(argv=None) -> None:
                       'forward + backward, no optimizer')
     parser.add_argument('--ops', action='store_true',
                         help='count the aten ops of a batch-2 forward')
+    parser.add_argument('--compile', action='store_true',
+                        help='time the backbone under torch.compile')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--json', action='store_true')
@@ -344,7 +365,8 @@ def main(argv=None) -> None:
     with json_stdout(args.json):  # logs to stderr: stdout is the JSON
         rows = [measure(n, args.batch, args.input, device, args.amp,
                         args.warmup, args.runs, train=args.train,
-                        dtype=dtype, ops=args.ops, dense=args.dense)
+                        dtype=dtype, ops=args.ops, dense=args.dense,
+                        compiled=args.compile)
                 for n in [args.name] + args.compare]
     if args.json:
         print(json.dumps(rows))
@@ -361,7 +383,9 @@ def main(argv=None) -> None:
               f'{row["peak_mem_mb"]:>10.1f} MB  x{ratio:.2f} of '
               f'{rows[0]["name"]}  scan: {row["scan_backend"]}'
               + (f'  saved {saved:.1f} MiB/img' if saved is not None else '')
-              + (f'  {ops} aten ops' if ops is not None else ''))
+              + (f'  {ops} aten ops' if ops is not None else '')
+              + (f'  compiled (first call {row["first_call_s"]:.1f} s)'
+                 if row.get('compiled') else ''))
 
 
 if __name__ == '__main__':

@@ -23,6 +23,10 @@ the later ones:
    R-CNN 1x SparX-T vs mmdet's Swin-T, UperNet SparX-T vs mmseg's Swin-T,
    RT-DETR R18vd vs SpaRTAN-T, with peak memory.
 
+5. opt-in (``--only``, past the 6-minute budget of the default run):
+   ``compiled inference fp16`` and ``compiled train bf16``, SparX-T and
+   ``--swin`` under ``torch.compile`` (``benchmark.py --compile``), to set
+   beside the eager rows of 3.
 The summary ends with the ratios against the issue's targets and a table.
 Exits 1 when a step fails (targets missed do not fail it: they are
 measurements), and at once when the device is CUDA and there is none: a
@@ -62,9 +66,12 @@ STEP_PAIRS = {
     'rtdetr step': ['configs/rtdetr/rtdetr_spartan_t_72e_coco.py',
                     'configs/rtdetr/rtdetr_r18vd_72e_coco.py'],
 }
+# Run only when named in --only.
+OPT_IN = ['compiled inference fp16', 'compiled train bf16']
 STEP_NAMES = ['scan tests', 'cuda test files', 'parity tf32 off',
               'parity tf32 on', 'inference fp32', 'inference fp16',
-              'train bf16', 'ss2d kernels', 'dense step', *STEP_PAIRS]
+              'train bf16', 'ss2d kernels', 'dense step', *STEP_PAIRS,
+              *OPT_IN]
 
 
 class Runner:
@@ -87,6 +94,9 @@ class Runner:
         stdout)`` adds results (and may fail the step)."""
         if self.only and name not in self.only:
             return self.skip(name, 'not selected (--only)', failed=False)
+        if name in OPT_IN and not self.only:
+            return self.skip(name, 'opt-in: --only ' + repr(name),
+                             failed=False)
         left = int(self.deadline - time.time())
         if left < 10:
             return self.skip(name, 'out of time (--budget)', failed=True)
@@ -276,6 +286,15 @@ def run_steps(args, runner: Runner) -> None:
             device, '--batch', '2', '--warmup', str(args.warmup), '--runs',
             str(args.runs), '--json', *step_size], limit=70,
             parse=parse_pair)
+    pair = [models[0], '--compare', *models[len(args.sparx):][:1]]
+    for name, extra, batch in [
+            ('compiled inference fp16', fp16, args.batch),
+            ('compiled train bf16',
+             ['--train', '--amp', '--amp-dtype', 'bfloat16'],
+             args.train_batch)]:
+        runner.run(name, bench + pair + [
+            '--compile', '--input', *size, '--batch', str(batch), *extra],
+            limit=240, parse=parse_json_rows)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of issue 21, one command on a fresh GPU machine (<= 6 min):
-#   bash tools/analysis/gpu_check.sh [--wheels DIR] [SUMMARY.json]
+#   bash tools/analysis/gpu_check.sh [--wheels DIR] [SUMMARY.json] [-- GPU_CHECK_ARGS]
 # (or MMSPARX_WHEELS=DIR). With a wheel folder (a machine without a package
 # index, e.g. .device/gpu/wheels) its wheels go into /tmp/site as
 # .device/gpu/device_env.sh puts them (skipped when they already import)
@@ -8,7 +8,8 @@
 # .venv first. Then tools/analysis/gpu_check.py runs the scan tests, the
 # parity check, the backbone and training-step benchmarks and writes one
 # JSON summary (default work_dirs/gpu_check.json). It fails, and says why,
-# on a machine without CUDA.
+# on a machine without CUDA. Arguments after `--` go to gpu_check.py, e.g.
+# `-- --only 'compiled train bf16'` (the torch.compile steps are opt-in).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 wheels=${MMSPARX_WHEELS:-}
@@ -17,7 +18,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) wheels=$2; shift 2 ;;
         --wheels=*) wheels=${1#--wheels=}; shift ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --) shift; break ;;
         *) out=$1; shift ;;
     esac
 done
@@ -49,4 +51,4 @@ else
     python=.venv/bin/python
 fi
 exec timeout $((budget + 25)) "$python" tools/analysis/gpu_check.py \
-    --out "$out" --budget "$budget"
+    --out "$out" --budget "$budget" "$@"

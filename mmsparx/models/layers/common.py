@@ -313,31 +313,33 @@ class _DepthwiseFn(torch.autograd.Function):
                 gb if ctx.has_bias and ctx.needs_input_grad[2] else None)
 
 
+# Backward needs the pre-activation: kept, it is one more map written
+# and read; recomputed, one more convolution per plane. Measured on one
+# thread (fwd+bwd, batch 8): keeping wins or ties on maps below ~16 MiB
+# (640 x 14 x 14 5x5: 6.0 vs 7.3 ms; 384 x 28 x 28 5x5: 14.3 vs 16.1;
+# 1280 x 14 x 14 3x3: 11.8 both), but larger ones come from glibc as
+# fresh pages each step, whose faults cost more than the recomputation
+# (192 x 56 x 56 5x5: 48 vs 31 ms; 384 x 56 x 56 3x3: 102 vs 85).
+# Measured before mmsparx.malloc kept freed heap memory; blocks above
+# glibc's 32 MiB cap (SparX-T's stage-1 ConvFFN at batch 8) are still
+# fresh pages. A module constant: Dynamo cannot read an autograd
+# Function's class attributes while it traces.
+KEEP_PRE_MAX_BYTES = 16 << 20
+
+
 class _DepthwiseActFn(torch.autograd.Function):
     """act(dwconv(x) + bias (+ x)) with the C++ kernels both ways (CPU
     training): the residual add, GELU / SiLU and their gradients ride the
     convolution's plane-by-plane passes instead of being four or five more
     passes over the map (and autograd's sum of the residual's gradient)."""
 
-    # Backward needs the pre-activation: kept, it is one more map written
-    # and read; recomputed, one more convolution per plane. Measured on one
-    # thread (fwd+bwd, batch 8): keeping wins or ties on maps below ~16 MiB
-    # (640 x 14 x 14 5x5: 6.0 vs 7.3 ms; 384 x 28 x 28 5x5: 14.3 vs 16.1;
-    # 1280 x 14 x 14 3x3: 11.8 both), but larger ones come from glibc as
-    # fresh pages each step, whose faults cost more than the recomputation
-    # (192 x 56 x 56 5x5: 48 vs 31 ms; 384 x 56 x 56 3x3: 102 vs 85).
-    # Measured before mmsparx.malloc kept freed heap memory; blocks above
-    # glibc's 32 MiB cap (SparX-T's stage-1 ConvFFN at batch 8) are still
-    # fresh pages.
-    KEEP_PRE_MAX_BYTES = 16 << 20
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
                 residual: bool, act: int) -> Tensor:
         from mmsparx.ops.selective_scan import _cpu_kernel
         bias_arg = weight.new_empty(0) if bias is None else bias
-        keep_pre = x.numel() * x.element_size() < \
-            _DepthwiseActFn.KEEP_PRE_MAX_BYTES
+        keep_pre = x.numel() * x.element_size() < KEEP_PRE_MAX_BYTES
         out, pre = _cpu_kernel().depthwise_conv_act_train(
             x, weight, bias_arg, residual, act, keep_pre)
         ctx.save_for_backward(x, weight, bias_arg, pre)
