@@ -143,8 +143,8 @@ def _register(kernel: ModuleType) -> None:
 
 def compiled_kernels(
         kernel: Optional[ModuleType]) -> Optional[SimpleNamespace]:
-    """The ops standing for ``kernel``'s functions (registered once, on the
-    first eager call), or None without a kernel."""
+    """The ops standing for ``kernel``'s functions (registered once, when
+    ``selective_scan`` loads the kernel), or None without a kernel."""
     if kernel is None:
         return None
     if not _registered:

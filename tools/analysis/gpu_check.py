@@ -21,12 +21,12 @@ the later ones:
    step (batch 2, 800x1344, bf16) SparX-T vs ``--convnext``;
 4. whole training steps (``step_benchmark.py``, fp32, batch 2): Mask
    R-CNN 1x SparX-T vs mmdet's Swin-T, UperNet SparX-T vs mmseg's Swin-T,
-   RT-DETR R18vd vs SpaRTAN-T, with peak memory.
-
+   RT-DETR R18vd vs SpaRTAN-T, with peak memory;
 5. opt-in (``--only``, past the 6-minute budget of the default run):
    ``compiled inference fp16`` and ``compiled train bf16``, SparX-T and
    ``--swin`` under ``torch.compile`` (``benchmark.py --compile``), to set
    beside the eager rows of 3.
+
 The summary ends with the ratios against the issue's targets and a table.
 Exits 1 when a step fails (targets missed do not fail it: they are
 measurements), and at once when the device is CUDA and there is none: a

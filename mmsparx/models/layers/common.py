@@ -333,7 +333,6 @@ class _DepthwiseActFn(torch.autograd.Function):
     convolution's plane-by-plane passes instead of being four or five more
     passes over the map (and autograd's sum of the residual's gradient)."""
 
-
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
                 residual: bool, act: int) -> Tensor:
