@@ -87,6 +87,15 @@ def coco_paper_options(root: str) -> dict:
     return options
 
 
+# Small archs for fast tests (test_spartan, test_sparseswin, test_compile).
+# SpaRTAN, small but complete: every stage, F and D convs, e = 4 and 2.
+SPARTAN_TINY = dict(channels=(8, 16, 24, 32), depths=(1, 2, 2, 1),
+                    expand_ratios=(4, 4, 2, 2))
+# SparseSwin: 64x64 inputs give a 4x4 stride-16 grid.
+SPARSESWIN_SMALL = dict(embed_dims=16, depths=(1, 1, 2), num_heads=(1, 2, 2),
+                        window_size=4, num_tokens=5, token_dims=32,
+                        sparta_depth=2, sparta_heads=4)
+
 OFFICIAL_KEYS = osp.join(ROOT, 'tests', 'data', 'official_keys')
 
 

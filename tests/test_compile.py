@@ -5,6 +5,7 @@ in inference (the fused inference kernels)."""
 import pytest
 import torch
 
+from conftest import SPARSESWIN_SMALL, SPARTAN_TINY
 from mmsparx.models.backbones import (PResNet, SparseSwin, SpaRTAN,
                                       SparXMamba, SparXSwin)
 from mmsparx.models.layers import SS2D
@@ -19,14 +20,10 @@ BACKBONES = {
     'sparx-swin': lambda: SparXSwin(
         dict(SPARX, num_heads=(1, 2, 2, 4), window_size=4),
         out_indices=(0, 1, 2, 3), drop_path_rate=0.0),
-    'spartan': lambda: SpaRTAN(
-        dict(channels=(8, 16, 24, 32), depths=(1, 2, 2, 1),
-             expand_ratios=(4, 4, 2, 2)), out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.0),
-    'sparseswin': lambda: SparseSwin(
-        dict(embed_dims=16, depths=(1, 1, 2), num_heads=(1, 2, 2),
-             window_size=4, num_tokens=5, token_dims=32, sparta_depth=2,
-             sparta_heads=4), img_size=64, drop_path_rate=0.0),
+    'spartan': lambda: SpaRTAN(SPARTAN_TINY, out_indices=(0, 1, 2, 3),
+                               drop_path_rate=0.0),
+    'sparseswin': lambda: SparseSwin(SPARSESWIN_SMALL, img_size=64,
+                                     drop_path_rate=0.0),
     'presnet': lambda: PResNet(18, out_indices=(1, 2, 3)),
 }
 # Stage-1 maps of 16x16: the inference kernels apply from 14x14.

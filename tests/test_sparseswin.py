@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import SPARSESWIN_SMALL as SMALL
 from conftest import official_shapes
 from mmsparx.converters.sparseswin import (convert_sparseswin, detect_layout,
                                            merge_permutation,
@@ -15,10 +16,6 @@ from mmsparx.models.losses import SparTaAttentionLoss, attention_penalty
 from mmsparx.models.variants import build_classifier
 
 KEYS = 'sparseswin_public_T_100cls'
-# A small arch for fast tests: 64x64 inputs give a 4x4 stride-16 grid.
-SMALL = dict(embed_dims=16, depths=(1, 1, 2), num_heads=(1, 2, 2),
-             window_size=4, num_tokens=5, token_dims=32, sparta_depth=2,
-             sparta_heads=4)
 
 
 def authors_state_dict(seed: int = 0) -> dict:

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from conftest import SPARTAN_TINY as TINY
 from conftest import official_state_dict
 from mmsparx.checkpoint import load_state_dict
 from mmsparx.converters import convert_spartan, is_spartan_layout
@@ -16,9 +17,6 @@ from mmsparx.models.layers import spartan as spartan_layers
 from mmsparx.models.variants import build_classifier
 
 KEY_FILES = {'t': 'spartan_T_shipped', 'xt': 'spartan_XT_tableI'}
-# Small but complete: every stage, F and D convs, e = 4 and 2.
-TINY = dict(channels=(8, 16, 24, 32), depths=(1, 2, 2, 1),
-            expand_ratios=(4, 4, 2, 2))
 
 
 def n_params(module) -> int:

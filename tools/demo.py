@@ -90,9 +90,9 @@ def main() -> None:
           'images)')
     print(f'[demo] predictions drawn in {picture}, loss and mAP per epoch '
           f'in {curves}')
-    print(f'[demo] wall time {time.time() - start:.0f} s (training '
-          f'{trained - start:.0f} s)')
-    summary = dict(config=args.config, wall_s=round(time.time() - start),
+    wall = time.time() - start
+    print(f'[demo] wall time {wall:.0f} s (training {trained - start:.0f} s)')
+    summary = dict(config=args.config, wall_s=round(wall),
                    train_s=round(trained - start),
                    metrics={k: v for k, v in metrics.items()
                             if isinstance(v, (int, float))})

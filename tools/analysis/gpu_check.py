@@ -286,7 +286,8 @@ def run_steps(args, runner: Runner) -> None:
             device, '--batch', '2', '--warmup', str(args.warmup), '--runs',
             str(args.runs), '--json', *step_size], limit=70,
             parse=parse_pair)
-    pair = [models[0], '--compare', *models[len(args.sparx):][:1]]
+    # SparX-T and the Swin baseline (absent when timm is missing).
+    pair = [models[0], '--compare', *[n for n in models if n == args.swin]]
     for name, extra, batch in [
             ('compiled inference fp16', fp16, args.batch),
             ('compiled train bf16',

@@ -59,15 +59,10 @@ def parse_args() -> argparse.Namespace:
 
 def backbone_params(config: str) -> float:
     """Millions of backbone parameters, as built from the config."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-
     import mmsparx  # noqa: F401  (registers the backbones)
-    from mmdet.registry import MODELS
-    cfg = Config.fromfile(osp.join(ROOT, config))
-    init_default_scope('mmdet')
-    backbone = MODELS.build(cfg.model.backbone)
-    return sum(p.numel() for p in backbone.parameters()) / 1e6
+    from mmsparx.model_zoo.complexity import load_model
+    model = load_model(osp.join(ROOT, config))[0]
+    return sum(p.numel() for p in model.backbone.parameters()) / 1e6
 
 
 def run(name: str, args: argparse.Namespace) -> None:
