@@ -47,9 +47,11 @@ FLAGS = dict(N=1, BD=16, T=64, HAS_BIAS=True, SOFTPLUS=True)
 
 @pytest.mark.parametrize('direction', range(4))
 @pytest.mark.parametrize('adjoint', [False, True])
-def test_chunk_summaries(direction, adjoint):
+@pytest.mark.parametrize('cols_t', [True, False])
+def test_chunk_summaries(direction, adjoint, cols_t):
     compile_kernel(cross._chunk_summary,
-                   dict(FLAGS, DIR=direction, ADJOINT=adjoint), HALF_INPUTS)
+                   dict(FLAGS, DIR=direction, ADJOINT=adjoint, COLS_T=cols_t),
+                   HALF_INPUTS)
 
 
 @pytest.mark.parametrize('reverse', [False, True])
@@ -59,10 +61,11 @@ def test_carry(reverse):
 
 @pytest.mark.parametrize('kernel', ['_output', '_grads'])
 @pytest.mark.parametrize('direction,variant', [
-    (0, dict(HAS_D=True, HAS_ENTRY=True)),
-    (3, dict(HAS_D=True, HAS_ENTRY=False)),
+    (0, dict(HAS_D=True, HAS_ENTRY=True, COLS_T=True)),
+    (3, dict(HAS_D=True, HAS_ENTRY=False, COLS_T=True)),
+    (3, dict(HAS_D=True, HAS_ENTRY=True, COLS_T=False)),
     (1, dict(N=2, BD=8, T=32, HAS_BIAS=False, HAS_D=False, HAS_ENTRY=True,
-             SOFTPLUS=False))])
+             SOFTPLUS=False, COLS_T=True))])
 def test_output_and_gradients(kernel, direction, variant):
     compile_kernel(getattr(cross, kernel),
                    dict(FLAGS, DIR=direction, **variant), HALF_INPUTS)

@@ -98,6 +98,15 @@ def test_matches_float64_reference(shape):
 
 
 @needs_kernels
+@pytest.mark.parametrize('shape', [(2, 7, 20, 7, 2, 3), (1, 18, 9, 13, 1, 2)])
+def test_columns_read_in_place_match_too(shape, monkeypatch):
+    # The columns' other layout: the row-major map read with a stride.
+    from mmsparx.ops import triton_cross_scan
+    monkeypatch.setattr(triton_cross_scan, 'TRANSPOSE_COLUMNS', False)
+    compare(make_inputs(*shape))
+
+
+@needs_kernels
 def test_without_softplus_bias_or_skip():
     inputs = make_inputs(2, 7, 20, 7, 2, 3, softplus=False)
     del inputs['D'], inputs['delta_bias']

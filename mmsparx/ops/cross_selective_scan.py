@@ -82,7 +82,8 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
                          D: Optional[Tensor] = None,
                          delta_bias: Optional[Tensor] = None,
                          delta_softplus: bool = False,
-                         backend: str = 'auto') -> Tensor:
+                         backend: str = 'auto',
+                         out_dtype: Optional[torch.dtype] = None) -> Tensor:
     """Selective scan of (B, d, H, W) in SS2D's four directions, summed.
 
     The step of direction k is ``delta = dt_weight[k] @ dt_low[:, k]``
@@ -95,10 +96,12 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
             (row-major) order.
         dt_weight: (4, d, R). A: (4d, N); D, delta_bias: (4d,),
             direction-major as in SS2D.
+        out_dtype: the result's dtype (None: x's).
     Returns:
-        (B, d, H, W) in x's dtype.
+        (B, d, H, W).
     """
     b, d, h, w = x.shape
+    out_dtype = out_dtype or x.dtype
     length = h * w
     name = None if torch.jit.is_tracing() or _export_depth[0] else \
         resolve_backend(x.device, backend)
@@ -106,7 +109,7 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
         from .triton_cross_scan import triton_cross_selective_scan
         return triton_cross_selective_scan(
             x, dt_low, dt_weight, A, B, C, D, delta_bias,
-            delta_softplus).to(x.dtype)
+            delta_softplus).to(out_dtype)
     if name == 'fused_cpu':
         empty = x.new_empty(0, dtype=torch.float32)
 
@@ -118,9 +121,10 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
                 f32(x.reshape(b, d, length)), f32(dt_low), f32(dt_weight),
                 f32(A), f32(B), f32(C), f32(D), f32(delta_bias),
                 delta_softplus, h, w)
-        return y.view(b, d, h, w).to(x.dtype)
+        return y.view(b, d, h, w).to(out_dtype)
     return cross_selective_scan_generic(x, dt_low, dt_weight, A, B, C, D,
-                                        delta_bias, delta_softplus, backend)
+                                        delta_bias, delta_softplus,
+                                        backend).to(out_dtype)
 
 
 def cross_selective_scan_generic(x: Tensor, dt_low: Tensor, dt_weight: Tensor,

@@ -51,13 +51,16 @@ def _mul(a, b):
 
 
 @triton.jit
-def _map_index(s, L, H, W, DIR: tl.constexpr):
-    """Sequence index s of direction DIR -> index in the row-major map:
-    0 rows, 1 columns, 2 rows reversed, 3 columns reversed."""
+def _map_index(s, L, H, W, DIR: tl.constexpr, COLS_T: tl.constexpr):
+    """Sequence index s of direction DIR -> index in the map it reads:
+    0 rows, 1 columns, 2 rows reversed, 3 columns reversed. The columns'
+    map is the row-major one, or with ``COLS_T`` its column-major copy,
+    where a column's tokens are adjacent as a row's are."""
     if DIR >= 2:
         s = L - 1 - s
     if DIR % 2 == 1:
-        s = (s % H) * W + s // H
+        if not COLS_T:
+            s = (s % H) * W + s // H
     return s
 
 
@@ -106,7 +109,8 @@ def _chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
                    s_low_r, s_bc_b, s_bc_k, s_bc_n, c_off,
                    DIR: tl.constexpr, N: tl.constexpr, BD: tl.constexpr,
                    T: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   SOFTPLUS: tl.constexpr, ADJOINT: tl.constexpr):
+                   SOFTPLUS: tl.constexpr, ADJOINT: tl.constexpr,
+                   COLS_T: tl.constexpr):
     """Per chunk and state: the decay product P and, from a zero start,
     the end state S (forward) or the adjoint summary a_first * g_first
     (``ADJOINT``: g_t = C_t dy_t + a_{t+1} g_{t+1}, walked last to first).
@@ -123,7 +127,7 @@ def _chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
         s = pid_c * T + j
     t_mask = s < L
     mask = d_mask[:, None] & t_mask[None, :]
-    p = _map_index(s, L, H, W, DIR)
+    p = _map_index(s, L, H, W, DIR, COLS_T)
     low_base = low_ptr + pid_b * s_low_b + DIR * s_low_k
     row = DIR * d + chan
     dt, _ = _step(low_base, w_ptr + DIR * d * R, bias_ptr + DIR * d,
@@ -133,7 +137,7 @@ def _chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
     if ADJOINT:
         nxt = s + 1
         n_mask = (nxt < L) & (j > 0)  # the chunk's last step takes the carry
-        pn = _map_index(nxt, L, H, W, DIR)
+        pn = _map_index(nxt, L, H, W, DIR, COLS_T)
         dt_next, _ = _step(low_base, w_ptr + DIR * d * R, bias_ptr + DIR * d,
                            s_low_r, pn, n_mask, chan, d_mask, R, BD, T,
                            HAS_BIAS, SOFTPLUS)
@@ -194,7 +198,7 @@ def _output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
             s_bc_k, s_bc_n, c_off, DIR: tl.constexpr, N: tl.constexpr,
             BD: tl.constexpr, T: tl.constexpr, HAS_BIAS: tl.constexpr,
             HAS_D: tl.constexpr, HAS_ENTRY: tl.constexpr,
-            SOFTPLUS: tl.constexpr):
+            SOFTPLUS: tl.constexpr, COLS_T: tl.constexpr):
     """y[b, :, p] += sum_n C h + D u for one direction's chunk."""
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
@@ -204,7 +208,7 @@ def _output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
     s = pid_c * T + tl.arange(0, T)
     t_mask = s < L
     mask = d_mask[:, None] & t_mask[None, :]
-    p = _map_index(s, L, H, W, DIR)
+    p = _map_index(s, L, H, W, DIR, COLS_T)
     row = DIR * d + chan
     dt, _ = _step(low_ptr + pid_b * s_low_b + DIR * s_low_k,
                   w_ptr + DIR * d * R, bias_ptr + DIR * d, s_low_r, p, t_mask,
@@ -240,7 +244,8 @@ def _grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
            s_bc_b, s_bc_k, s_bc_n, c_off, DIR: tl.constexpr,
            N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
            HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
-           HAS_ENTRY: tl.constexpr, SOFTPLUS: tl.constexpr):
+           HAS_ENTRY: tl.constexpr, SOFTPLUS: tl.constexpr,
+           COLS_T: tl.constexpr):
     """Every gradient of one direction's chunk: states recomputed from the
     entering state, the adjoint g from the carry that enters from the right
     (``g_ptr``), then dL/du (added into gx), dL/d(raw step) (stored, one
@@ -254,10 +259,10 @@ def _grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
     s = pid_c * T + j
     t_mask = s < L
     mask = d_mask[:, None] & t_mask[None, :]
-    p = _map_index(s, L, H, W, DIR)
+    p = _map_index(s, L, H, W, DIR, COLS_T)
     nxt = s + 1
     n_mask = (nxt < L) & (j < T - 1)
-    pn = _map_index(nxt, L, H, W, DIR)
+    pn = _map_index(nxt, L, H, W, DIR, COLS_T)
     row = DIR * d + chan
     low_base = low_ptr + pid_b * s_low_b + DIR * s_low_k
     w_base = w_ptr + DIR * d * R
@@ -326,6 +331,41 @@ def launch_shape(d: int, length: int) -> Tuple[int, int, int]:
     return block, chunk, triton.cdiv(length, chunk)
 
 
+# Columns (directions 1 and 3) read column-major copies of the map, the
+# steps' low-rank inputs, B / C and, backward, the output gradient: a
+# column's consecutive tokens are then adjacent in memory, as a row's are,
+# where the row-major map puts them W elements apart (one memory sector
+# per token loaded or added). Each copy is one transposing pass. False
+# keeps the strided reads, for comparing the two on a GPU.
+TRANSPOSE_COLUMNS = True
+
+
+def _column_major(t: Tensor, height: int, width: int) -> Tensor:
+    """(..., H*W) in row-major order -> a contiguous column-major copy."""
+    return t.unflatten(-1, (height, width)).transpose(-1, -2).reshape(
+        t.shape)
+
+
+def _row_major(t: Tensor, height: int, width: int) -> Tensor:
+    """The inverse of :func:`_column_major`."""
+    return t.unflatten(-1, (width, height)).transpose(-1, -2).reshape(
+        t.shape)
+
+
+def _by_parity(rows: Tensor, cols: Tensor) -> Tensor:
+    """(b, 4, ...): directions 0 and 2 from ``rows``, 1 and 3 from
+    ``cols``."""
+    return torch.stack([rows[:, 0], cols[:, 1], rows[:, 2], cols[:, 3]], 1)
+
+
+def _maps(x: Tensor, low: Tensor, bc: Tensor, height: int, width: int):
+    """([(x, low, bc) the rows read, the same the columns read], COLS_T)."""
+    rows = (x, low, bc)
+    if not TRANSPOSE_COLUMNS or height == 1 or width == 1:
+        return [rows, rows], False
+    return [rows, tuple(_column_major(t, height, width) for t in rows)], True
+
+
 def _args(x: Tensor, low: Tensor, bc: Tensor, height: int, width: int):
     """Sizes, launch shape and the kernels' shared scalar arguments."""
     b, d, length = x.shape
@@ -339,31 +379,45 @@ def _args(x: Tensor, low: Tensor, bc: Tensor, height: int, width: int):
     return scalars, grid, meta
 
 
-def _carries(x, low, bc, weight, A, bias, gy, softplus, height, width):
-    """The state (``gy`` None) or adjoint carry (``gy`` given) entering each
-    chunk, (b, 4, N, chunks, d) float32; empty for a one-chunk sequence."""
-    scalars, grid, meta = _args(x, low, bc, height, width)
+def _carries(maps, weight, A, bias, gys, softplus, height, width, cols_t):
+    """The state (``gys`` None) or adjoint carry (``gys``: the output
+    gradient as the rows and the columns read it) entering each chunk,
+    (b, 4, N, chunks, d) float32; empty for a one-chunk sequence."""
+    x = maps[0][0]
+    _, grid, meta = _args(*maps[0], height, width)
     b, d, chunks, state = x.shape[0], x.shape[1], grid[2], meta['N']
     if chunks == 1:
         return x.new_empty(0, dtype=torch.float32)
     prod = x.new_empty((b, DIRECTIONS, state, chunks, d), dtype=torch.float32)
     summary = torch.empty_like(prod)
     for direction in range(DIRECTIONS):
+        xk, low, bc = maps[direction % 2]
+        gy = None if gys is None else gys[direction % 2]
         _chunk_summary[grid](
-            x, low, bc, weight, A, A if bias is None else bias,
-            x if gy is None else gy, prod, summary, *scalars, DIR=direction,
+            xk, low, bc, weight, A, A if bias is None else bias,
+            xk if gy is None else gy, prod, summary,
+            *_args(xk, low, bc, height, width)[0], DIR=direction,
             HAS_BIAS=bias is not None, SOFTPLUS=softplus,
-            ADJOINT=gy is not None, **meta)
+            ADJOINT=gy is not None, COLS_T=cols_t, **meta)
     entering = torch.empty_like(prod)
     block = 128
     _carry[(b * DIRECTIONS * state, triton.cdiv(d, block))](
-        prod, summary, entering, d, chunks, BD=block, REVERSE=gy is not None)
+        prod, summary, entering, d, chunks, BD=block, REVERSE=gys is not None)
     return entering
 
 
-def _flags(D, bias, entering, softplus):
+def _flags(D, bias, entering, softplus, cols_t):
     return dict(HAS_BIAS=bias is not None, HAS_D=D is not None,
-                HAS_ENTRY=entering.numel() > 0, SOFTPLUS=softplus)
+                HAS_ENTRY=entering.numel() > 0, SOFTPLUS=softplus,
+                COLS_T=cols_t)
+
+
+def _add_columns(total: Tensor, cols: Tensor, height: int,
+                 width: int) -> None:
+    """total (b, d, H*W) += ``cols``, the columns' column-major part."""
+    b, d = total.shape[:2]
+    total.view(b, d, height, width).add_(
+        cols.view(b, d, width, height).transpose(-1, -2))
 
 
 @torch.library.custom_op('mmsparx::cross_scan_fwd', mutates_args=())
@@ -373,16 +427,22 @@ def cross_scan_fwd(x: Tensor, low: Tensor, bc: Tensor, weight: Tensor,
                    width: int) -> Tuple[Tensor, Tensor]:
     """(y float32 (b, d, L), states entering each chunk); see
     :func:`triton_cross_selective_scan` for the inputs."""
-    scalars, grid, meta = _args(x, low, bc, height, width)
-    entering = _carries(x, low, bc, weight, A, bias, None, softplus, height,
-                        width)
-    y = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+    maps, cols_t = _maps(x, low, bc, height, width)
+    entering = _carries(maps, weight, A, bias, None, softplus, height, width,
+                        cols_t)
+    ys = [torch.zeros(x.shape, device=x.device, dtype=torch.float32)]
+    ys.append(torch.zeros_like(ys[0]) if cols_t else ys[0])
     for direction in range(DIRECTIONS):
+        xk, lowk, bck = maps[direction % 2]
+        scalars, grid, meta = _args(xk, lowk, bck, height, width)
         _output[grid](
-            x, low, bc, weight, A, A if bias is None else bias,
-            A if D is None else D, entering, y, *scalars, DIR=direction,
-            **_flags(D, bias, entering, softplus), **meta)
-    return y, entering
+            xk, lowk, bck, weight, A, A if bias is None else bias,
+            A if D is None else D, entering, ys[direction % 2], *scalars,
+            DIR=direction, **_flags(D, bias, entering, softplus, cols_t),
+            **meta)
+    if cols_t:
+        _add_columns(ys[0], ys[1], height, width)
+    return ys[0], entering
 
 
 @cross_scan_fwd.register_fake
@@ -403,28 +463,42 @@ def cross_scan_bwd(gy: Tensor, x: Tensor, low: Tensor, bc: Tensor,
                    ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                               Tensor]:
     """Gradients of x, low, bc, weight, A, D, bias (float32)."""
-    scalars, grid, meta = _args(x, low, bc, height, width)
     b, d, length = x.shape
+    maps, cols_t = _maps(x, low, bc, height, width)
     gy = gy.float().contiguous()
-    carry = _carries(x, low, bc, weight, A, bias, gy, softplus, height,
-                     width)
+    gys = [gy, _column_major(gy, height, width) if cols_t else gy]
+    carry = _carries(maps, weight, A, bias, gys, softplus, height, width,
+                     cols_t)
     f32 = dict(device=x.device, dtype=torch.float32)
-    gx = torch.zeros((b, d, length), **f32)
+    gxs = [torch.zeros((b, d, length), **f32)]
+    gxs.append(torch.zeros_like(gxs[0]) if cols_t else gxs[0])
+    # The columns' step and B / C gradients land column-major (as they read).
     graw = torch.empty((b, DIRECTIONS, d, length), **f32)
     gA = torch.zeros(A.shape, **f32)
     gbc = torch.zeros(bc.shape, **f32)  # bc is dense: the same strides
     gD = torch.zeros(DIRECTIONS * d, **f32)
     gbias = torch.zeros(DIRECTIONS * d, **f32)
     for direction in range(DIRECTIONS):
+        xk, lowk, bck = maps[direction % 2]
+        scalars, grid, meta = _args(xk, lowk, bck, height, width)
         _grads[grid](
-            x, low, bc, weight, A, A if bias is None else bias,
-            A if D is None else D, entering, carry, gy, gx, graw, gA, gbc, gD,
-            gbias, *scalars, DIR=direction,
-            **_flags(D, bias, entering, softplus), **meta)
-    # raw step = weight[k] @ low[:, k]: two products give the rest.
-    gweight = torch.matmul(graw, low.float().transpose(2, 3)).sum(0)
+            xk, lowk, bck, weight, A, A if bias is None else bias,
+            A if D is None else D, entering, carry, gys[direction % 2],
+            gxs[direction % 2], graw, gA, gbc, gD, gbias, *scalars,
+            DIR=direction, **_flags(D, bias, entering, softplus, cols_t),
+            **meta)
+    low = low.float()
+    if cols_t:
+        _add_columns(gxs[0], gxs[1], height, width)
+        low = _by_parity(low, maps[1][1].float())
+    # raw step = weight[k] @ low[:, k]: two products give the rest, in the
+    # layout graw has; the columns' low-rank gradient then turns back.
+    gweight = torch.matmul(graw, low.transpose(2, 3)).sum(0)
     glow = torch.matmul(weight.float().transpose(1, 2), graw)
-    return gx, glow, gbc, gweight, gA, gD, gbias
+    if cols_t:
+        glow = _by_parity(glow, _row_major(glow, height, width))
+        gbc = _by_parity(gbc, _row_major(gbc, height, width))
+    return gxs[0], glow, gbc, gweight, gA, gD, gbias
 
 
 @cross_scan_bwd.register_fake

@@ -18,6 +18,7 @@ machines without a GPU.
 from __future__ import annotations
 
 import os
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -186,38 +187,61 @@ def _launch_shape(dim: int, per_group: int, length: int):
     return block, chunk, (triton.cdiv(dim, block))
 
 
-class _TritonScan(torch.autograd.Function):
+@torch.library.custom_op('mmsparx::scan_fwd', mutates_args=())
+def scan_fwd(u: Tensor, dt: Tensor, A: Tensor, B: Tensor,
+             C: Tensor) -> Tensor:
     """y = sum_n C_n h_n for float32 contiguous u, delta (b, d, l), A (d, n),
-    B, C (b, g, n, l)."""
+    B, C (b, g, n, l). A ``torch.library`` op, so that ``torch.compile``
+    keeps it whole and fake tensors can stand in for it."""
+    batch, dim, length = u.shape
+    state, groups = A.shape[1], B.shape[1]
+    block, chunk, blocks = _launch_shape(dim, dim // groups, length)
+    y = torch.zeros_like(u)
+    _scan_fwd_kernel[(batch, blocks)](
+        u, dt, A, B, C, y, dim, length, state, groups, dim // groups,
+        BLOCK_D=block, T=chunk)
+    return y
 
-    @staticmethod
-    def forward(ctx, u, dt, A, B, C):
-        batch, dim, length = u.shape
-        state, groups = A.shape[1], B.shape[1]
-        block, chunk, blocks = _launch_shape(dim, dim // groups, length)
-        y = torch.zeros_like(u)
-        _scan_fwd_kernel[(batch, blocks)](
-            u, dt, A, B, C, y, dim, length, state, groups, dim // groups,
-            BLOCK_D=block, T=chunk)
-        ctx.save_for_backward(u, dt, A, B, C)
-        return y
 
-    @staticmethod
-    def backward(ctx, grad):
-        u, dt, A, B, C = ctx.saved_tensors
-        batch, dim, length = u.shape
-        state, groups = A.shape[1], B.shape[1]
-        block, chunk, blocks = _launch_shape(dim, dim // groups, length)
-        chunks = triton.cdiv(length, chunk)
-        entering = u.new_empty(batch, dim, state, chunks)
-        gu, gdt = torch.zeros_like(u), torch.zeros_like(dt)
-        gA = torch.zeros_like(A)
-        gB, gC = torch.zeros_like(B), torch.zeros_like(C)
-        _scan_bwd_kernel[(batch, blocks)](
-            u, dt, A, B, C, grad.float().contiguous(), entering, gu, gdt, gA,
-            gB, gC, dim, length, state, groups, dim // groups, chunks,
-            BLOCK_D=block, T=chunk)
-        return gu, gdt, gA, gB, gC
+@scan_fwd.register_fake
+def _(u, dt, A, B, C):
+    return torch.empty_like(u)
+
+
+@torch.library.custom_op('mmsparx::scan_bwd', mutates_args=())
+def scan_bwd(grad: Tensor, u: Tensor, dt: Tensor, A: Tensor, B: Tensor,
+             C: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of u, delta, A, B, C (float32) for :func:`scan_fwd`."""
+    batch, dim, length = u.shape
+    state, groups = A.shape[1], B.shape[1]
+    block, chunk, blocks = _launch_shape(dim, dim // groups, length)
+    chunks = triton.cdiv(length, chunk)
+    entering = u.new_empty(batch, dim, state, chunks)
+    gu, gdt = torch.zeros_like(u), torch.zeros_like(dt)
+    gA = torch.zeros_like(A)
+    gB, gC = torch.zeros_like(B), torch.zeros_like(C)
+    _scan_bwd_kernel[(batch, blocks)](
+        u, dt, A, B, C, grad.float().contiguous(), entering, gu, gdt, gA,
+        gB, gC, dim, length, state, groups, dim // groups, chunks,
+        BLOCK_D=block, T=chunk)
+    return gu, gdt, gA, gB, gC
+
+
+@scan_bwd.register_fake
+def _(grad, u, dt, A, B, C):
+    return (torch.empty_like(u), torch.empty_like(dt), torch.empty_like(A),
+            torch.empty_like(B), torch.empty_like(C))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad):
+    return scan_bwd(grad, *ctx.saved_tensors)
+
+
+scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
@@ -230,9 +254,8 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
         u, delta, A = _prepare(u, delta, A, B, delta_bias, delta_softplus)
-        y = _TritonScan.apply(u.contiguous(), delta.contiguous(),
-                              A.contiguous(), B.float().contiguous(),
-                              C.float().contiguous())
+        y = scan_fwd(u.contiguous(), delta.contiguous(), A.contiguous(),
+                     B.float().contiguous(), C.float().contiguous())
         if D is not None:
             y = torch.addcmul(y, u, D.float()[:, None])
     return y.to(dtype)

@@ -22,6 +22,8 @@ the later ones:
 4. whole training steps (``step_benchmark.py``, fp32, batch 2): Mask
    R-CNN 1x SparX-T vs mmdet's Swin-T, UperNet SparX-T vs mmseg's Swin-T,
    RT-DETR R18vd vs SpaRTAN-T, with peak memory;
+   then the group norm's statistics (``norm_benchmark.py``): SparX's
+   CUDA group norm against ATen's at SparX-T's stage-1 sizes;
 5. opt-in (``--only``, past the 6-minute budget of the default run):
    ``compiled inference fp16`` and ``compiled train bf16``, SparX-T and
    ``--swin`` under ``torch.compile`` (``benchmark.py --compile``), to set
@@ -71,7 +73,7 @@ OPT_IN = ['compiled inference fp16', 'compiled train bf16']
 STEP_NAMES = ['scan tests', 'cuda test files', 'parity tf32 off',
               'parity tf32 on', 'inference fp32', 'inference fp16',
               'train bf16', 'ss2d kernels', 'dense step', *STEP_PAIRS,
-              *OPT_IN]
+              'norm statistics', *OPT_IN]
 
 
 class Runner:
@@ -269,9 +271,10 @@ def run_steps(args, runner: Runner) -> None:
         '--json', '--warmup', str(args.warmup), '--runs', str(args.runs),
         '--shapes', *(['cls224-s1', 'cls224-s3', 'dense-s1']
                       if device == 'cuda' else ['cls224-s3']), '--paths',
-        'fused', 'generic-triton' if device == 'cuda' else 'generic-chunked',
+        *(['fused', 'cross', 'cross-strided', 'generic-triton']
+          if device == 'cuda' else ['fused', 'generic-chunked']),
         *(['--batch', str(args.train_batch)] if device != 'cuda' else [])],
-        limit=45, parse=parse_json_rows)
+        limit=60, parse=parse_json_rows)
     dense = [args.sparx[0]] + baselines(args, [args.convnext], runner,
                                         'dense step')
     runner.run('dense step', bench + [
@@ -286,6 +289,11 @@ def run_steps(args, runner: Runner) -> None:
             device, '--batch', '2', '--warmup', str(args.warmup), '--runs',
             str(args.runs), '--json', *step_size], limit=70,
             parse=parse_pair)
+    runner.run('norm statistics', [
+        python, 'tools/analysis/norm_benchmark.py', '--device', device,
+        '--json', '--warmup', str(args.warmup), '--runs', str(args.runs),
+        *(['--shapes', 'cls224-s1'] if device != 'cuda' else [])],
+        limit=30, parse=parse_json_rows)
     # SparX-T and the Swin baseline (absent when timm is missing).
     pair = [models[0], '--compare', *[n for n in models if n == args.swin]]
     for name, extra, batch in [

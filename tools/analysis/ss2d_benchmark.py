@@ -2,12 +2,15 @@
 SparX-Mamba-T's stage shapes: the step that the fused Triton cross scan
 replaces, measured in isolation against what it replaces.
 
-    python tools/analysis/ss2d_benchmark.py [--shapes cls224-s1 dense-s1] [--paths fused generic-triton] [--batch N] [--json]
+    python tools/analysis/ss2d_benchmark.py [--shapes cls224-s1 dense-s1] [--paths fused cross generic-triton] [--batch N] [--json]
 
-Paths: ``fused`` (``cross_selective_scan`` on its fastest backend: the
-Triton cross scan on CUDA, the C++ kernel on CPU), ``generic-<backend>``
-(the four sequences built as tensors, one ``selective_scan`` on that
-backend, merged). Inputs as SS2D makes them under bf16 autocast: x, dt_low,
+Paths: ``fused`` (``cross_selective_scan`` as SS2D calls it: on CUDA the
+Triton cross scan or, for inference whose batch fills the GPU, the generic
+Triton scan; on CPU the C++ kernel), ``cross`` and ``cross-strided`` (the
+Triton cross scan itself, its columns read from column-major copies or
+from the row-major map with a stride: ``TRANSPOSE_COLUMNS``; CUDA or the
+interpreter), ``generic-<backend>`` (the four sequences built as tensors,
+one ``selective_scan`` on that backend, merged). Inputs as SS2D makes them under bf16 autocast: x, dt_low,
 B and C in bfloat16 (dt_low, B, C views of one projection), parameters in
 float32. Median milliseconds of the forward alone and of forward +
 backward, and the peak memory above the inputs (CUDA).
@@ -65,6 +68,14 @@ def run_path(path, inputs):
                         enabled=x.dtype != torch.float32):
         if path == 'fused':
             return cross_selective_scan(**inputs, delta_softplus=True)
+        if path.startswith('cross'):
+            from mmsparx.ops import triton_cross_scan
+            triton_cross_scan.TRANSPOSE_COLUMNS = path == 'cross'
+            try:
+                return triton_cross_scan.triton_cross_selective_scan(
+                    **inputs, delta_softplus=True)
+            finally:
+                triton_cross_scan.TRANSPOSE_COLUMNS = True
         return cross_selective_scan_generic(
             **inputs, delta_softplus=True, backend=path.split('-', 1)[1])
 

@@ -21,7 +21,7 @@ from mmsparx.converters.loading import rename_authors_keys
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,
                                             is_official_layout)
 
-from ..layers import DMCA, SS2D, LayerNorm2d, SparXBlock
+from ..layers import DMCA, SS2D, GroupNorm, LayerNorm2d, SparXBlock
 from ..layers.dmca import SCALE_MODES
 from .base import FourStageBackbone
 
@@ -68,7 +68,7 @@ def make_out_norm(kind: Optional[str], dim: int) -> nn.Module:
     if kind == 'ln':
         return LayerNorm2d(dim, eps=1e-6)
     if kind == 'gn':
-        return nn.GroupNorm(1, dim)
+        return GroupNorm(1, dim)
     return nn.Identity()
 
 

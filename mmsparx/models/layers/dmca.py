@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import DepthwiseConv, PointwiseConv
+from .common import DepthwiseConv, GroupNorm, PointwiseConv
 
 
 def spatial_reducer(dim: int, ratio: int) -> nn.Module:
@@ -76,7 +76,7 @@ class DMCA(nn.Module):
                              f'{scale!r}')
         cat = num_inputs * dim
         self.dim, self.groups, self.out_dim = dim, groups, out_dim
-        self.d_norm = nn.GroupNorm(1, cat)
+        self.d_norm = GroupNorm(1, cat)
         self.d_proj = nn.Sequential(
             DepthwiseConv(cat, 3, bias=False), nn.BatchNorm2d(cat), nn.GELU(), PointwiseConv(cat, 2 * dim),
             nn.GELU())

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from .common import ConvFFN, DepthwiseConv, DropPath, LayerScale
+from .common import ConvFFN, DepthwiseConv, DropPath, GroupNorm, LayerScale
 
 
 class SparXBlock(nn.Module):
@@ -25,9 +25,9 @@ class SparXBlock(nn.Module):
                  layer_scale: bool = False, drop_path: float = 0.0):
         super().__init__()
         self.pos_embed = DepthwiseConv(dim, 3)
-        self.norm = nn.GroupNorm(1, dim)
+        self.norm = GroupNorm(1, dim)
         self.op = mixer
-        self.norm2 = nn.GroupNorm(1, dim)
+        self.norm2 = GroupNorm(1, dim)
         self.mlp = ConvFFN(dim, int(dim * mlp_ratio))
         self.layerscale_1 = LayerScale(dim) if layer_scale else nn.Identity()
         self.layerscale_2 = LayerScale(dim) if layer_scale else nn.Identity()

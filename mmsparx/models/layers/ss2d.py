@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from mmsparx.ops import cross_selective_scan
 
-from .common import DepthwiseConv, PointwiseConv, pointwise_then_depthwise
+from .common import (DepthwiseConv, GroupNorm, PointwiseConv,
+                     pointwise_then_depthwise)
 
 DIRECTIONS = 4
 
@@ -60,7 +61,7 @@ class SS2D(nn.Module):
         self.Ds = nn.Parameter(torch.ones(DIRECTIONS * inner))
         self.A_logs._no_weight_decay = True
         self.Ds._no_weight_decay = True
-        self.out_norm = nn.GroupNorm(1, inner)
+        self.out_norm = GroupNorm(1, inner)
         self.out_proj = PointwiseConv(inner, dim)
         self._init_ssm(dt_min, dt_max, dt_floor)
 
@@ -77,7 +78,8 @@ class SS2D(nn.Module):
             self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def scan(self, x: Tensor) -> Tensor:
-        """(B, 2C, H, W) after conv+SiLU -> merged scan output, same shape.
+        """(B, 2C, H, W) after conv+SiLU -> merged scan output, same shape
+        (x's dtype; float32 under CUDA autocast).
 
         x_proj acts per pixel, so it runs once on the map for all four
         directions; dt_proj goes into the scan op (fused on CPU).
@@ -93,11 +95,15 @@ class SS2D(nn.Module):
                              b, DIRECTIONS, -1, length)
         dts, Bs, Cs = torch.split(
             proj, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        # Under CUDA autocast the group norm after the scan runs in float32:
+        # the scan's float32 sum goes in as it is, not cast down and up.
+        keep = x.device.type == 'cuda' and torch.is_autocast_enabled('cuda')
         return cross_selective_scan(
             x, dts, self.dt_projs_weight, -torch.exp(self.A_logs.float()),
             Bs, Cs, self.Ds,
             self.dt_projs_bias.reshape(-1), delta_softplus=True,
-            backend=self.scan_backend)
+            backend=self.scan_backend,
+            out_dtype=torch.float32 if keep else x.dtype)
 
     @property
     def takes_norm(self) -> bool:
@@ -119,5 +125,4 @@ class SS2D(nn.Module):
                                          act='silu')
         else:
             x = self.conv2d.fused(self.in_proj(x, *in_proj_args), act='silu')
-        y = self.scan(x).to(x.dtype)
-        return self.out_proj.normed(y, self.out_norm)
+        return self.out_proj.normed(self.scan(x), self.out_norm)
