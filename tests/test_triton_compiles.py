@@ -67,8 +67,20 @@ def test_carry(reverse):
     (1, dict(N=2, BD=8, T=32, HAS_BIAS=False, HAS_D=False, HAS_ENTRY=True,
              SOFTPLUS=False, COLS_T=True))])
 def test_output_and_gradients(kernel, direction, variant):
+    extra = dict(SEQ=False, NP=variant.get('N', 1)) if kernel == '_output' \
+        else {}
     compile_kernel(getattr(cross, kernel),
-                   dict(FLAGS, DIR=direction, **variant), HALF_INPUTS)
+                   dict(FLAGS, DIR=direction, **variant, **extra),
+                   HALF_INPUTS)
+
+
+@pytest.mark.parametrize('direction,variant', [
+    (1, dict(N=1, HAS_ENTRY=True)), (2, dict(N=3, HAS_ENTRY=False))])
+def test_sequential_output(direction, variant):
+    compile_kernel(cross._output,
+                   dict(FLAGS, DIR=direction, HAS_D=True, COLS_T=True,
+                        SEQ=True, NP=4 if variant['N'] == 3 else 1,
+                        **variant), HALF_INPUTS)
 
 
 @pytest.mark.parametrize('kernel', ['_scan_fwd_kernel', '_scan_bwd_kernel'])

@@ -107,6 +107,19 @@ def test_columns_read_in_place_match_too(shape, monkeypatch):
 
 
 @needs_kernels
+@pytest.mark.parametrize('shape', [(2, 7, 20, 7, 2, 3), (1, 18, 9, 13, 1, 2),
+                                   (1, 3, 70, 1, 3, 2)])
+@pytest.mark.parametrize('sequential', [True, False])
+def test_whole_sequence_programs_match(shape, sequential, monkeypatch):
+    # A program per (image, channel block) walking every chunk with its
+    # state in registers (3 states: padded to 4 there), or one per chunk;
+    # the backward reads the entering states either forward wrote.
+    from mmsparx.ops import triton_cross_scan
+    monkeypatch.setattr(triton_cross_scan, 'SEQUENTIAL', sequential)
+    compare(make_inputs(*shape))
+
+
+@needs_kernels
 def test_without_softplus_bias_or_skip():
     inputs = make_inputs(2, 7, 20, 7, 2, 3, softplus=False)
     del inputs['D'], inputs['delta_bias']

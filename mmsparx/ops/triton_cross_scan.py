@@ -8,6 +8,11 @@ step ``softplus(dt_weight @ dt_low + bias)`` in registers (the (B, 4, d, L)
 step never exists in the forward), keeps the state in float32 and adds the
 four directions' outputs straight into one float32 map.
 
+The columns' directions read column-major copies of their inputs (one
+transposing pass each), where a column's tokens are adjacent as a row's
+are; the row-major map read with a stride is the alternative
+(``TRANSPOSE_COLUMNS``).
+
 Parallelism is along the sequence as well as over images and channels, so
 that one large image fills the GPU. A program owns (image, direction,
 block of channels, chunk of T tokens):
@@ -19,6 +24,10 @@ block of channels, chunk of T tokens):
 3. ``_output`` / ``_grads``: the chunk again, seeded with its entering
    state, writing y (forward) or every gradient (backward). The backward
    recomputes states instead of saving them.
+
+Where the images and channels alone fill the GPU (``_sequential``) the
+forward is one pass: a program walks its whole sequence chunk by chunk,
+the state in registers, and writes the entering states the backward reads.
 
 The ops are registered with ``torch.library`` so ``torch.compile`` keeps
 them as single nodes. With ``TRITON_INTERPRET=1`` (set before import) they
@@ -193,19 +202,20 @@ def _carry(p_ptr, s_ptr, h_ptr, d, chunks, BD: tl.constexpr,
 
 
 @triton.jit
-def _output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
-            y_ptr, d, L, H, W, R, chunks, s_low_b, s_low_k, s_low_r, s_bc_b,
-            s_bc_k, s_bc_n, c_off, DIR: tl.constexpr, N: tl.constexpr,
-            BD: tl.constexpr, T: tl.constexpr, HAS_BIAS: tl.constexpr,
-            HAS_D: tl.constexpr, HAS_ENTRY: tl.constexpr,
-            SOFTPLUS: tl.constexpr, COLS_T: tl.constexpr):
-    """y[b, :, p] += sum_n C h + D u for one direction's chunk."""
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    pid_c = tl.program_id(2)
-    chan = pid_d * BD + tl.arange(0, BD)
-    d_mask = chan < d
-    s = pid_c * T + tl.arange(0, T)
+def _output_chunk(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr,
+                  h_ptr, y_ptr, hc, pid_b, pid_c, chan, d_mask, d, L, H, W,
+                  R, chunks, s_low_b, s_low_k, s_low_r, s_bc_b, s_bc_k,
+                  s_bc_n, c_off, DIR: tl.constexpr, N: tl.constexpr,
+                  NP: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+                  HAS_ENTRY: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  COLS_T: tl.constexpr, SEQ: tl.constexpr):
+    """y[b, :, p] += sum_n C h + D u for one direction's chunk ``pid_c``.
+    Its entering states are ``hc`` (``SEQ``: the previous chunk's end
+    states, (BD, NP) in registers, also stored for the backward where it
+    needs them) or read from ``h_ptr``; returns its end states."""
+    j = tl.arange(0, T)
+    s = pid_c * T + j
     t_mask = s < L
     mask = d_mask[:, None] & t_mask[None, :]
     p = _map_index(s, L, H, W, DIR, COLS_T)
@@ -216,6 +226,9 @@ def _output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
     map_ptrs = (pid_b * d + chan)[:, None] * L + p[None, :]
     u = tl.load(x_ptr + map_ptrs, mask=mask, other=0.0).to(tl.float32)
     bc_base = bc_ptr + pid_b * s_bc_b + DIR * s_bc_k
+    state = tl.arange(0, NP)[None, :]
+    last = (j == T - 1)[None, :]  # padding steps keep the state
+    ends = tl.zeros([BD, NP], dtype=tl.float32)
     y = tl.zeros([BD, T], dtype=tl.float32)
     for n in tl.static_range(N):
         a = tl.load(a_ptr + row * N + n, mask=d_mask, other=0.0)
@@ -226,15 +239,54 @@ def _output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
         decay = tl.where(mask, tl.exp(dt * a[:, None]), 1.0)
         drive = tl.where(mask, dt * bv[None, :] * u, 0.0)
         acc_a, hs = tl.associative_scan((decay, drive), 1, _combine)
-        if HAS_ENTRY:
-            h_in = tl.load(h_ptr + (((pid_b * _DIRS + DIR) * N + n) *
-                                    chunks + pid_c) * d + chan,
-                           mask=d_mask, other=0.0)
+        at = (((pid_b * _DIRS + DIR) * N + n) * chunks + pid_c) * d + chan
+        if SEQ:
+            h_in = tl.sum(tl.where(state == n, hc, 0.0), axis=1)
+            if HAS_ENTRY:
+                tl.store(h_ptr + at, h_in, mask=d_mask)
+            hs += acc_a * h_in[:, None]
+            end = tl.sum(tl.where(last, hs, 0.0), axis=1)
+            ends = tl.where(state == n, end[:, None], ends)
+        elif HAS_ENTRY:
+            h_in = tl.load(h_ptr + at, mask=d_mask, other=0.0)
             hs += acc_a * h_in[:, None]
         y += c[None, :] * hs
     if HAS_D:
         y += tl.load(d_ptr + row, mask=d_mask, other=0.0)[:, None] * u
     tl.atomic_add(y_ptr + map_ptrs, y, mask=mask)
+    return ends
+
+
+@triton.jit
+def _output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
+            y_ptr, d, L, H, W, R, chunks, s_low_b, s_low_k, s_low_r, s_bc_b,
+            s_bc_k, s_bc_n, c_off, DIR: tl.constexpr, N: tl.constexpr,
+            BD: tl.constexpr, T: tl.constexpr, HAS_BIAS: tl.constexpr,
+            HAS_D: tl.constexpr, HAS_ENTRY: tl.constexpr,
+            SOFTPLUS: tl.constexpr, COLS_T: tl.constexpr,
+            SEQ: tl.constexpr, NP: tl.constexpr):
+    """One direction's output: a program per chunk whose entering states
+    ``_carries`` computed or, with ``SEQ``, a program per (image, channel
+    block) walking every chunk in order with the state in registers."""
+    pid_b = tl.program_id(0)
+    chan = tl.program_id(1) * BD + tl.arange(0, BD)
+    d_mask = chan < d
+    hc = tl.zeros([BD, NP], dtype=tl.float32)
+    if SEQ:
+        for k in range(chunks):
+            hc = _output_chunk(
+                x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
+                y_ptr, hc, pid_b, k, chan, d_mask, d, L, H, W, R, chunks,
+                s_low_b, s_low_k, s_low_r, s_bc_b, s_bc_k, s_bc_n, c_off,
+                DIR, N, NP, BD, T, HAS_BIAS, HAS_D, HAS_ENTRY, SOFTPLUS,
+                COLS_T, SEQ)
+    else:
+        _output_chunk(
+            x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
+            y_ptr, hc, pid_b, tl.program_id(2), chan, d_mask, d, L, H, W, R,
+            chunks, s_low_b, s_low_k, s_low_r, s_bc_b, s_bc_k, s_bc_n, c_off,
+            DIR, N, NP, BD, T, HAS_BIAS, HAS_D, HAS_ENTRY, SOFTPLUS, COLS_T,
+            SEQ)
 
 
 @triton.jit
@@ -412,6 +464,29 @@ def _flags(D, bias, entering, softplus, cols_t):
                 COLS_T=cols_t)
 
 
+# Programs per SM (per direction's launch) from which each program walks its
+# (image, channel block) through every chunk, the state carried in
+# registers: one pass over the inputs instead of a summary pass, a carry
+# pass and the output pass, which split the sequence so that few images
+# still fill the GPU. A first guess, not yet timed on a GPU:
+# ``ss2d_benchmark.py``'s cross and cross-chunked paths compare the two.
+SEQUENTIAL_PROGRAMS_PER_SM = 2
+SEQUENTIAL: Optional[bool] = None  # None: by SEQUENTIAL_PROGRAMS_PER_SM
+
+
+def _sequential(x: Tensor) -> bool:
+    """Whether the forward walks whole sequences (see above); off the GPU
+    (the interpreter) only where ``SEQUENTIAL`` says so."""
+    if SEQUENTIAL is not None:
+        return SEQUENTIAL
+    if x.device.type != 'cuda':
+        return False
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    programs = x.shape[0] * triton.cdiv(x.shape[1],
+                                        launch_shape(*x.shape[1:])[0])
+    return programs >= SEQUENTIAL_PROGRAMS_PER_SM * sms
+
+
 def _add_columns(total: Tensor, cols: Tensor, height: int,
                  width: int) -> None:
     """total (b, d, H*W) += ``cols``, the columns' column-major part."""
@@ -428,18 +503,25 @@ def cross_scan_fwd(x: Tensor, low: Tensor, bc: Tensor, weight: Tensor,
     """(y float32 (b, d, L), states entering each chunk); see
     :func:`triton_cross_selective_scan` for the inputs."""
     maps, cols_t = _maps(x, low, bc, height, width)
-    entering = _carries(maps, weight, A, bias, None, softplus, height, width,
-                        cols_t)
+    seq = _sequential(x)
+    if seq:  # the states entering chunks: written by the output pass
+        _, grid, meta = _args(*maps[0], height, width)
+        entering = x.new_empty(
+            (x.shape[0], DIRECTIONS, meta['N'], grid[2], x.shape[1])
+            if grid[2] > 1 else 0, dtype=torch.float32)
+    else:
+        entering = _carries(maps, weight, A, bias, None, softplus, height,
+                            width, cols_t)
     ys = [torch.zeros(x.shape, device=x.device, dtype=torch.float32)]
     ys.append(torch.zeros_like(ys[0]) if cols_t else ys[0])
     for direction in range(DIRECTIONS):
         xk, lowk, bck = maps[direction % 2]
         scalars, grid, meta = _args(xk, lowk, bck, height, width)
-        _output[grid](
+        _output[grid[:2] + (1, ) if seq else grid](
             xk, lowk, bck, weight, A, A if bias is None else bias,
             A if D is None else D, entering, ys[direction % 2], *scalars,
             DIR=direction, **_flags(D, bias, entering, softplus, cols_t),
-            **meta)
+            SEQ=seq, NP=triton.next_power_of_2(meta['N']), **meta)
     if cols_t:
         _add_columns(ys[0], ys[1], height, width)
     return ys[0], entering

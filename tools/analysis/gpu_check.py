@@ -271,10 +271,11 @@ def run_steps(args, runner: Runner) -> None:
         '--json', '--warmup', str(args.warmup), '--runs', str(args.runs),
         '--shapes', *(['cls224-s1', 'cls224-s3', 'dense-s1']
                       if device == 'cuda' else ['cls224-s3']), '--paths',
-        *(['fused', 'cross', 'cross-strided', 'generic-triton']
-          if device == 'cuda' else ['fused', 'generic-chunked']),
+        *(['fused', 'cross-seq', 'cross-chunked', 'cross-strided',
+           'generic-triton'] if device == 'cuda' else
+          ['fused', 'generic-chunked']),
         *(['--batch', str(args.train_batch)] if device != 'cuda' else [])],
-        limit=60, parse=parse_json_rows)
+        limit=90, parse=parse_json_rows)
     dense = [args.sparx[0]] + baselines(args, [args.convnext], runner,
                                         'dense step')
     runner.run('dense step', bench + [

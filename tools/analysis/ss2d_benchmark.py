@@ -6,11 +6,14 @@ replaces, measured in isolation against what it replaces.
 
 Paths: ``fused`` (``cross_selective_scan`` as SS2D calls it: on CUDA the
 Triton cross scan or, for inference whose batch fills the GPU, the generic
-Triton scan; on CPU the C++ kernel), ``cross`` and ``cross-strided`` (the
-Triton cross scan itself, its columns read from column-major copies or
-from the row-major map with a stride: ``TRANSPOSE_COLUMNS``; CUDA or the
-interpreter), ``generic-<backend>`` (the four sequences built as tensors,
-one ``selective_scan`` on that backend, merged). Inputs as SS2D makes them under bf16 autocast: x, dt_low,
+Triton scan; on CPU the C++ kernel), the Triton cross scan itself (CUDA
+or the interpreter): ``cross`` (as it chooses), ``cross-seq`` (forward
+programs walk whole sequences: ``SEQUENTIAL``), ``cross-chunked`` (a
+program per chunk, after summary and carry passes), ``cross-strided``
+(chunked, the columns read from the row-major map with a stride:
+``TRANSPOSE_COLUMNS`` off, the kernel as first timed), and
+``generic-<backend>`` (the four sequences built as tensors, one
+``selective_scan`` on that backend, merged). Inputs as SS2D makes them under bf16 autocast: x, dt_low,
 B and C in bfloat16 (dt_low, B, C views of one projection), parameters in
 float32. Median milliseconds of the forward alone and of forward +
 backward, and the peak memory above the inputs (CUDA).
@@ -69,13 +72,15 @@ def run_path(path, inputs):
         if path == 'fused':
             return cross_selective_scan(**inputs, delta_softplus=True)
         if path.startswith('cross'):
-            from mmsparx.ops import triton_cross_scan
-            triton_cross_scan.TRANSPOSE_COLUMNS = path == 'cross'
+            from mmsparx.ops import triton_cross_scan as kernels
+            kernels.TRANSPOSE_COLUMNS = path != 'cross-strided'
+            kernels.SEQUENTIAL = dict(cross=None, cross_seq=True).get(
+                path.replace('-', '_'), False)
             try:
-                return triton_cross_scan.triton_cross_selective_scan(
+                return kernels.triton_cross_selective_scan(
                     **inputs, delta_softplus=True)
             finally:
-                triton_cross_scan.TRANSPOSE_COLUMNS = True
+                kernels.TRANSPOSE_COLUMNS, kernels.SEQUENTIAL = True, None
         return cross_selective_scan_generic(
             **inputs, delta_softplus=True, backend=path.split('-', 1)[1])
 
