@@ -71,6 +71,10 @@ def test_cpu_run_writes_the_summary(tmp_path):
         rows = steps[name]['results']
         assert [r['role'] for r in rows] == ['ours', 'theirs']
         assert all(r['s_per_iter'] > 0 for r in rows), rows
+    assert {r['norm'] for r in steps['norm statistics']['results']} == \
+        {'aten', 'split'}
+    assert [r['path'] for r in steps['ss2d kernels']['results']] == \
+        ['fused', 'generic-chunked']
     ratios = {r['name']: r for r in summary['ratios']}
     assert all(r['value'] is not None for r in ratios.values()), ratios
     assert ratios['Mask R-CNN 1x s/iter SparX-T / Swin-T']['target'] == \

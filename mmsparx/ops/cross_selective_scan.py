@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from .cross_scan import cross_merge, cross_scan
+from .scan_choice import fused_pays
 from .selective_scan import (_cpu_kernel, _export_depth, resolve_backend,
                              selective_scan)
 
@@ -54,29 +55,6 @@ class _FusedCrossScan(torch.autograd.Function):
                 gbias if delta_bias.numel() else None, None, None, None)
 
 
-# Programs of the generic Triton scan per SM above which it beats the fused
-# cross scan in inference. Measured on one H200 (bf16, SS2D of SparX-T,
-# tools/analysis/ss2d_benchmark.py): batch 64 at 56x56, 23 programs per SM,
-# fused 9.2 ms against 5.2 forward (28.5 / 14.6 with backward, but 1.1 GiB
-# against 4.3 at peak); batch 2 at 200x336, 0.7 per SM, fused 4.1 against
-# 5.0 (14.4 / 19.5 with backward).
-GENERIC_PROGRAMS_PER_SM = 4
-
-
-def _fused_pays(x: Tensor) -> bool:
-    """The fused Triton cross scan, or the generic path on the Triton scan:
-    fused whenever gradients are kept (a quarter of the memory) and
-    wherever the generic kernel's (image, 4 directions x 16 channels)
-    programs cannot fill the GPU (large maps at small batches), and
-    under ``torch.compile``, which keeps the fused kernels' ops whole."""
-    if torch.is_grad_enabled() or x.device.type != 'cuda' or \
-            torch.compiler.is_compiling():
-        return True
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-    programs = x.shape[0] * 4 * -(-x.shape[1] // 16)
-    return programs < GENERIC_PROGRAMS_PER_SM * sms
-
-
 def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
                          A: Tensor, B: Tensor, C: Tensor,
                          D: Optional[Tensor] = None,
@@ -105,11 +83,20 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     length = h * w
     name = None if torch.jit.is_tracing() or _export_depth[0] else \
         resolve_backend(x.device, backend)
-    if name == 'triton' and _fused_pays(x):
+    if name == 'triton':
         from .triton_cross_scan import triton_cross_selective_scan
-        return triton_cross_selective_scan(
-            x, dt_low, dt_weight, A, B, C, D, delta_bias,
-            delta_softplus).to(out_dtype)
+
+        def fused():
+            return triton_cross_selective_scan(
+                x, dt_low, dt_weight, A, B, C, D, delta_bias,
+                delta_softplus).to(out_dtype)
+
+        def generic():
+            return cross_selective_scan_generic(
+                x, dt_low, dt_weight, A, B, C, D, delta_bias, delta_softplus,
+                backend).to(out_dtype)
+
+        return fused() if fused_pays(x, fused, generic) else generic()
     if name == 'fused_cpu':
         empty = x.new_empty(0, dtype=torch.float32)
 

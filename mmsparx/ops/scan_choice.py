@@ -1,0 +1,81 @@
+"""Which CUDA path runs SS2D's scan: the fused Triton cross scan, or the
+generic path (four sequences as tensors, the generic Triton scan).
+
+Fused wherever gradients are kept (it saves a quarter of the memory) and
+under ``torch.compile`` (its ops stay whole). For inference the faster one
+depends on the GPU and the shape, so the first call of each shape times
+both (``cudnn.benchmark``'s way) and keeps the faster; where timing is not
+possible (a CUDA graph being captured, ``MMSPARX_SCAN_TUNE=0``) a rule
+measured on one H200 decides. Each choice is logged once.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Tuple
+
+import torch
+from torch import Tensor
+
+# The rule: generic for inference when its (image, 4 directions x 16
+# channels) programs reach this many per SM. On one H200 (bf16, SS2D of
+# SparX-T, tools/analysis/ss2d_benchmark.py, the fused kernel reading the
+# columns with a stride, per-chunk programs): batch 64 at 56x56, 23
+# programs per SM, fused 9.2 ms against 5.2 forward; batch 2 at 200x336,
+# 0.7 per SM, fused 4.1 against 5.0.
+GENERIC_PROGRAMS_PER_SM = 4
+TUNE_ENV = 'MMSPARX_SCAN_TUNE'
+TIMED_RUNS = 3
+
+_choices: Dict[Tuple, bool] = {}
+
+
+def _time_ms(fn: Callable[[], Tensor]) -> float:
+    """The fastest of ``TIMED_RUNS`` CUDA-event timings of ``fn`` (after
+    one untimed call, which compiles its kernels)."""
+    fn()
+    best = float('inf')
+    for _ in range(TIMED_RUNS):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end))
+    return best
+
+
+def _rule(x: Tensor) -> bool:
+    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+    programs = x.shape[0] * 4 * -(-x.shape[1] // 16)
+    return programs < GENERIC_PROGRAMS_PER_SM * sms
+
+
+def _can_time(x: Tensor) -> bool:
+    """Not while a CUDA graph is captured, nor on fake tensors (which
+    compute nothing: ``mmsparx.analysis.cuda_census``)."""
+    return os.environ.get(TUNE_ENV, '1') != '0' and \
+        not isinstance(x, torch._subclasses.FakeTensor) and \
+        not torch.cuda.is_current_stream_capturing()
+
+
+def fused_pays(x: Tensor, fused: Callable[[], Tensor],
+               generic: Callable[[], Tensor]) -> bool:
+    """Whether ``fused()`` rather than ``generic()`` computes the scan of
+    ``x`` (B, d, H, W); both compute the same function."""
+    if torch.is_grad_enabled() or x.device.type != 'cuda' or \
+            torch.compiler.is_compiling():
+        return True
+    key = (tuple(x.shape), x.dtype, x.device, torch.is_autocast_enabled(
+        'cuda'))
+    if key in _choices:
+        return _choices[key]
+    if not _can_time(x):
+        return _rule(x)
+    fused_ms, generic_ms = _time_ms(fused), _time_ms(generic)
+    choice = _choices[key] = fused_ms <= generic_ms
+    from mmengine.logging import print_log
+    print_log(f'mmsparx SS2D scan {tuple(x.shape)} {x.dtype}: fused '
+              f'{fused_ms:.2f} ms, generic {generic_ms:.2f} ms -> '
+              f'{"fused" if choice else "generic"}', logger='current')
+    return choice

@@ -1,0 +1,69 @@
+"""SS2D's CUDA path choice: fused whenever gradients are kept; for
+inference the faster of the two, timed once per shape and kept (a fake
+clock here: only a GPU times the kernels), else the H200 rule."""
+import pytest
+import torch
+
+from mmsparx.analysis.cuda_census import fake_cuda
+from mmsparx.ops import scan_choice
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Times per path, and the calls timed."""
+    timed = []
+    times = {}
+
+    def fake_time(fn):
+        timed.append(fn.__name__)
+        return times[fn.__name__]
+
+    monkeypatch.setattr(scan_choice, '_time_ms', fake_time)
+    monkeypatch.setattr(scan_choice, '_can_time', lambda x: True)
+    monkeypatch.setattr(scan_choice, '_choices', {})
+    return times, timed
+
+
+def fused():
+    return None
+
+
+def generic():
+    return None
+
+
+@pytest.mark.parametrize('generic_ms,expected', [(1.0, False), (9.0, True)])
+def test_inference_takes_the_faster_once_per_shape(clock, generic_ms,
+                                                   expected):
+    times, timed = clock
+    times.update(fused=5.0, generic=generic_ms)
+    with fake_cuda(), torch.inference_mode():
+        x = torch.empty(64, 192, 56, 56, device='cuda')
+        assert scan_choice.fused_pays(x, fused, generic) is expected
+        assert scan_choice.fused_pays(x, fused, generic) is expected
+        assert timed == ['fused', 'generic']  # the second call is cached
+        other = torch.empty(2, 192, 56, 56, device='cuda')
+        scan_choice.fused_pays(other, fused, generic)
+        assert len(timed) == 4  # a new shape is timed afresh
+
+
+def test_training_and_cpu_take_fused_untimed(clock):
+    _, timed = clock
+    with fake_cuda():
+        x = torch.empty(64, 192, 56, 56, device='cuda')
+        assert scan_choice.fused_pays(x, fused, generic)  # grad enabled
+    with torch.no_grad():
+        assert scan_choice.fused_pays(torch.empty(64, 192, 8, 8), fused,
+                                      generic)
+    assert timed == []
+
+
+def test_without_timing_the_rule_decides(monkeypatch):
+    monkeypatch.setattr(scan_choice, '_choices', {})
+    # Fake tensors compute nothing, so they are never timed.
+    with fake_cuda(sms=132), torch.inference_mode():
+        big = torch.empty(64, 192, 56, 56, device='cuda')  # 23 per SM
+        small = torch.empty(2, 192, 200, 336, device='cuda')  # 0.7 per SM
+        assert not scan_choice.fused_pays(big, fused, generic)
+        assert scan_choice.fused_pays(small, fused, generic)
+    assert scan_choice._choices == {}
