@@ -42,8 +42,8 @@ _NORMS = {'native_group_norm', 'native_group_norm_backward',
           '_native_batch_norm_legit_functional', 'var_mean'}
 _REDUCTIONS = {'sum', 'mean', 'amax', 'max', 'min', 'var', 'norm',
                'linalg_vector_norm', '_softmax', '_softmax_backward_data',
-               '_log_softmax', '_log_softmax_backward_data', 'nll_loss_forward',
-               'nll_loss_backward'}
+               '_log_softmax', '_log_softmax_backward_data',
+               'nll_loss_forward', 'nll_loss_backward'}
 # Allocation and metadata: no kernel runs.
 _FREE = {'empty', 'empty_strided', 'new_empty', 'new_empty_strided',
          'empty_like', 'detach', 'alias', 'lift_fresh', 'lift_fresh_copy',
@@ -61,7 +61,7 @@ def category(op: torch._ops.OpOverload) -> str:
     name = op.overloadpacket.__name__
     if name.endswith('_') and not name.startswith('_'):
         name = name[:-1]  # in place: the same kernel
-    if name in _CASTS or name + '_' in _CASTS:
+    if name in _CASTS:
         return 'casts/copies'
     if name in _PRODUCTS:
         return 'products'

@@ -13,10 +13,11 @@ program per chunk, after summary and carry passes), ``cross-strided``
 (chunked, the columns read from the row-major map with a stride:
 ``TRANSPOSE_COLUMNS`` off, the kernel as first timed), and
 ``generic-<backend>`` (the four sequences built as tensors, one
-``selective_scan`` on that backend, merged). Inputs as SS2D makes them under bf16 autocast: x, dt_low,
-B and C in bfloat16 (dt_low, B, C views of one projection), parameters in
-float32. Median milliseconds of the forward alone and of forward +
-backward, and the peak memory above the inputs (CUDA).
+``selective_scan`` on that backend, merged). Inputs as SS2D makes them
+under bf16 autocast: x, dt_low, B and C in bfloat16 (dt_low, B, C views of
+one projection), parameters in float32. Median milliseconds of the forward
+alone and of forward + backward, and the peak memory above the inputs
+(CUDA).
 """
 import argparse
 import json

@@ -11,6 +11,6 @@ from .spartan import (ConvBNAct, SMixer, SpaRTANBlock, SqueezeExcite,
 from .ss2d import SS2D
 
 __all__ = ['SS2D', 'DMCA', 'SparXBlock', 'ConvFFN', 'DropPath', 'GroupNorm',
-           'LayerNorm2d', 'LayerScale', 'SMixer', 'WaveCMixer', 'SpaRTANBlock', 'ConvBNAct',
-           'SqueezeExcite', 'SparseTokenConverter', 'SparTaAttention',
+           'LayerNorm2d', 'LayerScale', 'SMixer', 'WaveCMixer',
+           'SpaRTANBlock', 'ConvBNAct', 'SqueezeExcite', 'SparseTokenConverter', 'SparTaAttention',
            'SparTaLayer', 'SparTaBlock', 'TokenToSpace', 'ConvNormAct']

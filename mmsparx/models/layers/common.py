@@ -226,8 +226,7 @@ class GroupNorm(nn.GroupNorm):
 
     def forward(self, x: Tensor,
                 out_dtype: Optional[torch.dtype] = None) -> Tensor:
-        if x.device.type != 'cuda' or torch.jit.is_tracing() or \
-                x.dim() < 2:
+        if x.device.type != 'cuda' or torch.jit.is_tracing():
             out = super().forward(x)
             return out if out_dtype is None else out.to(out_dtype)
         autocast = torch.is_autocast_enabled('cuda')
