@@ -47,6 +47,23 @@ def test_inference_takes_the_faster_once_per_shape(clock, generic_ms,
         assert len(timed) == 4  # a new shape is timed afresh
 
 
+def test_generic_out_of_memory_leaves_fused(clock, monkeypatch):
+    times, timed = clock
+    times.update(fused=5.0)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: None)
+
+    def oom():
+        raise torch.cuda.OutOfMemoryError('the four copies do not fit')
+
+    real = scan_choice._time_ms
+    monkeypatch.setattr(scan_choice, '_time_ms',
+                        lambda fn: oom() if fn is generic else real(fn))
+    with fake_cuda(), torch.inference_mode():
+        x = torch.empty(64, 192, 56, 56, device='cuda')
+        assert scan_choice.fused_pays(x, fused, generic)
+    assert timed == ['fused']
+
+
 def test_training_and_cpu_take_fused_untimed(clock):
     _, timed = clock
     with fake_cuda():

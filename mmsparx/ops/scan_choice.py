@@ -72,7 +72,12 @@ def fused_pays(x: Tensor, fused: Callable[[], Tensor],
         return _choices[key]
     if not _can_time(x):
         return _rule(x)
-    fused_ms, generic_ms = _time_ms(fused), _time_ms(generic)
+    fused_ms = _time_ms(fused)
+    try:
+        generic_ms = _time_ms(generic)
+    except torch.cuda.OutOfMemoryError:  # its copies need 4x the memory
+        generic_ms = float('inf')
+        torch.cuda.empty_cache()
     choice = _choices[key] = fused_ms <= generic_ms
     from mmengine.logging import print_log
     print_log(f'mmsparx SS2D scan {tuple(x.shape)} {x.dtype}: fused '
