@@ -431,16 +431,26 @@ def _args(x: Tensor, low: Tensor, bc: Tensor, height: int, width: int):
     return scalars, grid, meta
 
 
+def _per_chunk_states(x: Tensor, bc: Tensor) -> Tensor:
+    """An uninitialised float32 (b, 4, N, chunks, d): one state per image,
+    direction, state index, chunk and channel; empty for one chunk."""
+    b, d, length = x.shape
+    chunks = launch_shape(d, length)[2]
+    return x.new_empty(
+        (b, DIRECTIONS, bc.shape[2] // 2, chunks, d) if chunks > 1 else 0,
+        dtype=torch.float32)
+
+
 def _carries(maps, weight, A, bias, gys, softplus, height, width, cols_t):
     """The state (``gys`` None) or adjoint carry (``gys``: the output
     gradient as the rows and the columns read it) entering each chunk,
     (b, 4, N, chunks, d) float32; empty for a one-chunk sequence."""
-    x = maps[0][0]
+    x, _, bc = maps[0]
     _, grid, meta = _args(*maps[0], height, width)
     b, d, chunks, state = x.shape[0], x.shape[1], grid[2], meta['N']
+    prod = _per_chunk_states(x, bc)
     if chunks == 1:
-        return x.new_empty(0, dtype=torch.float32)
-    prod = x.new_empty((b, DIRECTIONS, state, chunks, d), dtype=torch.float32)
+        return prod
     summary = torch.empty_like(prod)
     for direction in range(DIRECTIONS):
         xk, low, bc = maps[direction % 2]
@@ -505,10 +515,7 @@ def cross_scan_fwd(x: Tensor, low: Tensor, bc: Tensor, weight: Tensor,
     maps, cols_t = _maps(x, low, bc, height, width)
     seq = _sequential(x)
     if seq:  # the states entering chunks: written by the output pass
-        _, grid, meta = _args(*maps[0], height, width)
-        entering = x.new_empty(
-            (x.shape[0], DIRECTIONS, meta['N'], grid[2], x.shape[1])
-            if grid[2] > 1 else 0, dtype=torch.float32)
+        entering = _per_chunk_states(x, bc)
     else:
         entering = _carries(maps, weight, A, bias, None, softplus, height,
                             width, cols_t)
@@ -529,12 +536,8 @@ def cross_scan_fwd(x: Tensor, low: Tensor, bc: Tensor, weight: Tensor,
 
 @cross_scan_fwd.register_fake
 def _(x, low, bc, weight, A, D, bias, softplus, height, width):
-    b, d, length = x.shape
-    chunks = launch_shape(d, length)[2]
-    entering = x.new_empty(
-        (b, DIRECTIONS, bc.shape[2] // 2, chunks, d) if chunks > 1 else 0,
-        dtype=torch.float32)
-    return x.new_empty(x.shape, dtype=torch.float32), entering
+    return (x.new_empty(x.shape, dtype=torch.float32),
+            _per_chunk_states(x, bc))
 
 
 @torch.library.custom_op('mmsparx::cross_scan_bwd', mutates_args=())

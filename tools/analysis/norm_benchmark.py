@@ -12,18 +12,18 @@ is what differs), so there the rows only check the script.
 import argparse
 import json
 import os.path as osp
-import statistics
 import sys
-import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmsparx.cli import json_stdout  # noqa: E402
 from mmsparx.models.layers import GroupNorm  # noqa: E402
+from ss2d_benchmark import timed  # noqa: E402
 
 # name: (batch, channels, H, W): SparX-T's stage-1 block norm (C = 96) and
 # SS2D's output norm (2C = 192), dense at 800x1344 and classifying at 224.
@@ -33,20 +33,6 @@ SHAPES = {
     'cls224-s1': (64, 96, 56, 56),
 }
 NORMS = {'aten': nn.GroupNorm, 'split': GroupNorm}
-
-
-def timed(fn, device, warmup, runs) -> float:
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (
-        lambda: None)
-    times = []
-    for index in range(warmup + runs):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def measure(norm_name: str, shape: str, args, device) -> dict:
