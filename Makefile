@@ -7,13 +7,13 @@ DEMO ?= rtdetr
 .PHONY: setup test demo clean
 
 setup:
-	@bash tools/setup_env.sh
+	@bash tools/misc/setup_env.sh
 
 test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) tools/demo.py --preset $(DEMO)
+	$(PY) tools/misc/demo.py --preset $(DEMO)
 
 clean:
 	rm -rf work_dirs data/demo_coco

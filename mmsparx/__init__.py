@@ -5,20 +5,20 @@ mmsparx model into the ``MODELS`` registry of each installed toolbox and
 makes mmengine load checkpoints through the safe loader.
 
 It also keeps the C heap's freed memory for reuse (see
-:mod:`mmsparx.malloc`): set ``MMSPARX_MALLOC_TUNING=0`` to leave glibc's
+:mod:`mmsparx.utils.malloc`): set ``MMSPARX_MALLOC_TUNING=0`` to leave glibc's
 defaults.
 """
-from .malloc import keep_freed_memory
+from mmsparx.utils.malloc import keep_freed_memory
 
 keep_freed_memory()
 
-from .checkpoint import install_mmengine_loader  # noqa: E402
-from .registry import (available_toolboxes, register_lazy_models,
-                       register_model, register_models)
-from .version import __version__
-from .models import LAZY_MODEL_CLASSES, MODEL_CLASSES
-from . import hooks  # noqa: F401  registers the runner hooks
-from .datasets import register_datasets  # noqa: E402
+from mmsparx.fileio.checkpoint import install_mmengine_loader  # noqa: E402
+from mmsparx.registry import (available_toolboxes, register_lazy_models,
+                              register_model, register_models)
+from mmsparx.version import __version__
+from mmsparx.models import LAZY_MODEL_CLASSES, MODEL_CLASSES
+from mmsparx import engine  # noqa: F401  registers the hooks and loops
+from mmsparx.datasets import register_datasets  # noqa: E402
 
 install_mmengine_loader()
 register_models(MODEL_CLASSES)

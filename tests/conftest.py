@@ -43,7 +43,7 @@ def load_test_config(config: str, options, work_dir, launcher='none'):
     one process share mmengine's global instances by that name."""
     import uuid
 
-    from mmsparx.cli import load_config
+    from mmsparx.utils.cli import load_config
     cfg = load_config(config, options, launcher, str(work_dir))
     cfg.experiment_name = uuid.uuid4().hex
     return cfg

@@ -12,11 +12,11 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 
-import mmsparx.hooks.finite  # noqa: F401  registers FiniteCheckHook
+import mmsparx.engine.hooks.finite  # noqa: F401  registers FiniteCheckHook
 from conftest import (DEMO_DET, coco_options, load_test_config, run_tool)
-from mmsparx.cli import IMPORT_LINE, build_runner, load_config, \
+from mmsparx.utils.cli import IMPORT_LINE, build_runner, load_config, \
     prepare_device
-from mmsparx.hooks.finite import FiniteCheckHook, NonFiniteError
+from mmsparx.engine.hooks.finite import FiniteCheckHook, NonFiniteError
 
 SPARX_MODEL = ("default_scope = 'mmpretrain'\n"
                "model = dict(type='ImageClassifier', backbone=dict("
@@ -202,11 +202,11 @@ def test_dist_script_names_a_taken_port(script, args):
 
 @pytest.mark.parametrize('args', [
     # sparx-mamba logs its scan backend (the line that used to precede it).
-    ['tools/analysis/benchmark.py', 'sparx-mamba-t', '--batch', '1',
+    ['tools/analysis_tools/benchmark.py', 'sparx-mamba-t', '--batch', '1',
      '--input', '32', '32', '--warmup', '0', '--runs', '1', '--json'],
-    ['tools/analysis/model_table.py', 'spartan-xt', '--input', '64', '64',
+    ['tools/analysis_tools/model_table.py', 'spartan-xt', '--input', '64', '64',
      '--json'],
-    ['tools/analysis/scan_benchmark.py', '--batch', '1', '--width', '8',
+    ['tools/analysis_tools/scan_benchmark.py', '--batch', '1', '--width', '8',
      '--length', '16', '--repeat', '1', '--json'],
 ])
 def test_json_tools_print_only_json(args):

@@ -16,7 +16,7 @@ import benchmark  # noqa: E402
 
 def test_train_json_names_the_mode():
     result = run_tool(
-        [sys.executable, 'tools/analysis/benchmark.py', 'spartan-xt',
+        [sys.executable, 'tools/analysis_tools/benchmark.py', 'spartan-xt',
          '--train', '--batch', '2', '--input', '64', '64', '--runs', '1',
          '--warmup', '1', '--device', 'cpu', '--json'],
         timeout=300, env={'OMP_NUM_THREADS': '1'})
@@ -208,7 +208,7 @@ def test_step_benchmark_resolves_toolbox_configs():
 
 def test_step_benchmark_trains_a_config_on_cpu():
     result = run_tool(
-        [sys.executable, 'tools/analysis/step_benchmark.py',
+        [sys.executable, 'tools/analysis_tools/step_benchmark.py',
          'configs/rtdetr/rtdetr_r18vd_72e_coco.py', '--size', '128', '128',
          '--warmup', '0', '--runs', '2', '--device', 'cpu', '--json'],
         timeout=300, env={'OMP_NUM_THREADS': '1'})

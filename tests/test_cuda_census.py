@@ -81,7 +81,7 @@ def test_ss2d_scan_output_goes_to_the_norm_in_float32():
 
 def test_tool_prints_json_rows():
     out = subprocess.run(
-        [sys.executable, 'tools/analysis/cuda_census.py', 'sparx-mamba-t',
+        [sys.executable, 'tools/analysis_tools/cuda_census.py', 'sparx-mamba-t',
          '--batch', '1', '--input', '64', '64', '--json'], cwd=ROOT,
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

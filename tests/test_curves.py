@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from mmsparx.curves import draw_curves, read_curves, scalars_file
+from mmsparx.visualization.curves import draw_curves, read_curves, scalars_file
 
 ROWS = [
     {'lr': 1e-4, 'loss': 3.0, 'loss_cls': 2.0, 'loss_mask': 1.0,

@@ -187,7 +187,7 @@ def test_killed_torchrun_leaves_no_worker(coco_root, tmp_path):
 def test_amp_trains_on_cpu_with_bfloat16(coco_root, tmp_path):
     from mmengine.config import Config
 
-    from mmsparx.cpu_amp import CpuBf16OptimWrapper, enable_amp
+    from mmsparx.engine.optimizers.cpu_amp import CpuBf16OptimWrapper, enable_amp
     cfg = Config(dict(optim_wrapper=dict(
         type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
     changes = enable_amp(cfg, cuda=False)
@@ -230,7 +230,7 @@ def save_untrained(config: str, path: str, tmp_path) -> None:
     from mmengine.registry import MODELS, init_default_scope
 
     from conftest import load_test_config
-    from mmsparx.cli import prepare_device
+    from mmsparx.utils.cli import prepare_device
     cfg = load_test_config(config, None, tmp_path / 'build')
     prepare_device(cfg)  # SyncBN -> BN, as the tool does on this machine
     init_default_scope(cfg.default_scope)

@@ -1,4 +1,4 @@
-"""``import mmsparx`` keeps freed C-heap memory for reuse (mmsparx.malloc):
+"""``import mmsparx`` keeps freed C-heap memory for reuse (mmsparx.utils.malloc):
 large tensors come from the heap, not from fresh mappings faulted in anew
 on every training step."""
 import os
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from mmsparx.malloc import ENV
+from mmsparx.utils.malloc import ENV
 
 # The number of separately mapped blocks while a fresh 31 MiB tensor lives
 # (glibc's mallinfo2().hblks): 0 more when the heap serves it.

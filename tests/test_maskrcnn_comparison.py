@@ -1,4 +1,4 @@
-"""tools/analysis/maskrcnn_comparison.py: the table and the comparison
+"""tools/analysis_tools/maskrcnn_comparison.py: the table and the comparison
 picture from the runs' demo_summary.json and scalars.json."""
 import json
 import sys

@@ -37,7 +37,7 @@ def test_every_family_config_is_in_a_metafile():
 
 def test_readme_tables_are_current():
     assert stale_readmes(ROOT) == [], (
-        'run python tools/analysis/model_zoo.py --update')
+        'run python tools/analysis_tools/model_zoo.py --update')
 
 
 def test_model_index_loads_with_modelindex():
@@ -56,7 +56,7 @@ def test_metafile_parameters_are_what_the_config_builds(config):
 
 
 # FLOPs recounted for one config per task and family kind (the full set
-# takes ~15 minutes: tools/analysis/model_zoo.py).
+# takes ~15 minutes: tools/analysis_tools/model_zoo.py).
 FLOPS_CHECKED = [
     'configs/sparx/mask-rcnn_sparx-mamba-t_fpn_1x_coco.py',
     'configs/sparx/fpn_sparx-mamba-t_4xb4-80k_ade20k-512x512.py',

@@ -53,7 +53,7 @@ def test_train_with_coco_without_weights_names_the_converter(tmp_path):
     assert 'Traceback' not in err, err[-3000:]
     assert 'checkpoints/sparx_mamba_t_in1k.pth, which does not exist' in err
     assert 'sparx_mamba_tiny_in1k.pth' in err  # the authors' file
-    assert ('python tools/convert/sparx_mamba.py sparx_mamba_tiny_in1k.pth '
+    assert ('python tools/model_converters/sparx_mamba.py sparx_mamba_tiny_in1k.pth '
             'checkpoints/sparx_mamba_t_in1k.pth') in err
     assert 'configs/sparx/README.md' in err
 
@@ -78,11 +78,11 @@ def test_preflight_upernet_ade20k_data_then_weights(tmp_path):
                  tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert 'data is not where' not in result.stderr
-    assert 'tools/convert/sparx_mamba.py' in result.stderr
+    assert 'tools/model_converters/sparx_mamba.py' in result.stderr
 
 
 def test_checks_pass_when_everything_is_there(tmp_path, monkeypatch):
-    from mmsparx.cli import load_config
+    from mmsparx.utils.cli import load_config
     from mmsparx.datasets.preflight import check_data, check_weights
     coco_2017_layout(str(tmp_path))
     monkeypatch.chdir(tmp_path)

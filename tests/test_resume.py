@@ -13,8 +13,8 @@ import torch
 from mmengine.hooks import Hook
 
 from conftest import DEMO_SEG, ROOT, coco_options, load_test_config
-from mmsparx.cli import build_runner, prepare_device
-from mmsparx.hooks import safe_checkpoint
+from mmsparx.utils.cli import build_runner, prepare_device
+from mmsparx.engine.hooks import safe_checkpoint
 from tools.train import resume_point
 
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_sparx_t_fpn_shapes.py')

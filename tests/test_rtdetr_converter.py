@@ -347,8 +347,8 @@ def _authors(name: str) -> dict:
 
 
 @pytest.mark.parametrize('name,label,tool', [
-    ('spartan_T_shipped', 'SpaRTAN-T', 'tools/convert/spartan.py'),
-    ('sparx_mamba_t', 'SparX-Mamba-T', 'tools/convert/sparx_mamba.py')])
+    ('spartan_T_shipped', 'SpaRTAN-T', 'tools/model_converters/spartan.py'),
+    ('sparx_mamba_t', 'SparX-Mamba-T', 'tools/model_converters/sparx_mamba.py')])
 def test_other_family_is_named(name, label, tool):
     with pytest.raises(CheckpointError) as err:
         convert_rtdetr({'model': _authors(name)})
@@ -467,7 +467,7 @@ def test_cli_errors_in_one_paragraph(files, tmp_path, capsys):
     assert 'does not exist' in error(tmp_path / 'nope.pth', tmp_path / 'o')
     spartan = tmp_path / 'spartan.pth'
     torch.save({'model': _authors('spartan_T_shipped')}, spartan)
-    assert 'tools/convert/spartan.py' in error(spartan, tmp_path / 'o.pth')
+    assert 'tools/model_converters/spartan.py' in error(spartan, tmp_path / 'o.pth')
     # a key removed: the strict load from the file's own shapes says which
     state = official(18, 3).state_dict()
     del state['decoder.decoder.layers.1.norm2.bias']

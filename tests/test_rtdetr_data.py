@@ -22,7 +22,7 @@ from torch import nn
 
 import mmsparx  # noqa: F401  (registers the lazy mmdet models)
 from conftest import ROOT, free_port
-from mmsparx.models.detectors.batch_sync_discrete_resize import \
+from mmsparx.models.data_preprocessors.batch_sync_discrete_resize import \
     BatchSyncDiscreteResize
 
 BASE = osp.join(ROOT, 'configs', 'rtdetr', '_base_')

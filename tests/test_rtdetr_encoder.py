@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmsparx.models.detectors.aifi import (AIFI, AIFILayer,
+from mmsparx.models.layers.transformer.aifi import (AIFI, AIFILayer,
                                            sincos_position_embedding_2d)
 from mmsparx.models.layers.conv_norm import ConvNormAct, make_activation
-from mmsparx.models.detectors.csp_rep_layer import CSPRepLayer, RepVGGBlock
-from mmsparx.models.detectors.hybrid_encoder import HybridEncoder
+from mmsparx.models.layers.csp_rep_layer import CSPRepLayer, RepVGGBlock
+from mmsparx.models.necks.hybrid_encoder import HybridEncoder
 
 R18 = dict(in_channels=(128, 256, 512), expansion=0.5)
 R50 = dict(in_channels=(512, 1024, 2048), expansion=1.0)

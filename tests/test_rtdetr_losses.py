@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip('mmdet')
 
-from mmsparx.models.detectors.varifocal_loss import \
+from mmsparx.models.losses.varifocal_loss import \
     RTDETRVarifocalLoss  # noqa: E402
 
 LOGITS = [[0.0, 1.0, -1.0], [2.0, -2.0, 0.5]]

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 
-from mmsparx.models.detectors.anchors import AnchorCache, generate_anchors
-from mmsparx.models.detectors.mlp import MLP
-from mmsparx.models.detectors.rtdetr_decoder import RTDETRDecoderLayer
-from mmsparx.models.detectors.rtdetr_transformer import RTDETRTransformer
+from mmsparx.models.layers.transformer.anchors import AnchorCache, generate_anchors
+from mmsparx.models.layers.transformer.mlp import MLP
+from mmsparx.models.layers.transformer.rtdetr_decoder import RTDETRDecoderLayer
+from mmsparx.models.layers.transformer.rtdetr_transformer import RTDETRTransformer
 
 C = 5
 TINY = dict(num_classes=C, embed_dims=32, in_channels=(8, 16, 8),

@@ -4,7 +4,7 @@ import copy
 from mmengine.config import Config
 
 from conftest import DEMO_SEG
-from mmsparx.runtime import adapt_cfg_to_device
+from mmsparx.utils.runtime import adapt_cfg_to_device
 
 
 def norm_types(node, found=None):

@@ -21,11 +21,11 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch import nn
 
-import mmsparx.checkpoint as checkpoint_module
-from mmsparx.checkpoint import (LoadReport, load_checkpoint_file,
+import mmsparx.fileio.checkpoint as checkpoint_module
+from mmsparx.fileio.checkpoint import (LoadReport, load_checkpoint_file,
                                 load_checkpoint_with_ignored, load_state_dict,
                                 state_dict_of)
-from mmsparx.restricted_unpickle import ForeignObject
+from mmsparx.fileio.restricted_unpickle import ForeignObject
 
 
 class Tripwire:

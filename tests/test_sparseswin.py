@@ -44,7 +44,7 @@ def test_public_setting_has_the_authors_parameter_count():
 
 
 def test_converter_round_trips_the_public_layout_with_a_strict_load():
-    from mmsparx.checkpoint import load_state_dict
+    from mmsparx.fileio.checkpoint import load_state_dict
     official = authors_state_dict()
     converted = convert_sparseswin(official)
     model = build_classifier('sparseswin')

@@ -7,7 +7,7 @@ import torch
 
 from conftest import SPARTAN_TINY as TINY
 from conftest import official_state_dict
-from mmsparx.checkpoint import load_state_dict
+from mmsparx.fileio.checkpoint import load_state_dict
 from mmsparx.converters import convert_spartan, is_spartan_layout
 from mmsparx.converters.spartan import arch_name, infer_arch, layer_plan
 from mmsparx.models.backbones import SpaRTAN
@@ -52,7 +52,7 @@ def printed_flops(out: str, name: str) -> int:
 
 
 def test_model_table_flops_match_the_spec_and_the_paper(capsys):
-    """tools/analysis/model_table.py, which states its counting mode: the
+    """tools/analysis_tools/model_table.py, which states its counting mode: the
     spec's fvcore figures (eval: T 0.818 G at 224; train, the paper's
     convention: XT 0.836 G at 256) to 0.1 %, the paper's 0.83 G to 5 %."""
     from tools.analysis.model_table import main

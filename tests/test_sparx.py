@@ -195,7 +195,7 @@ def test_converter_round_trips_the_authors_layout(variant):
     official = official_state_dict(f'sparx_mamba_{variant}')
     converted = convert_sparx_mamba(official)
     model = build_classifier(f'sparx-mamba-{variant}')
-    from mmsparx.checkpoint import load_state_dict
+    from mmsparx.fileio.checkpoint import load_state_dict
     assert load_state_dict(model, converted, strict=True).ok
     own = model.state_dict()
     # Every authors' tensor arrives unchanged at its new name.

@@ -4,7 +4,7 @@ segmentation models on small random-weight models (tests/data/sparx_authors,
 see its README), converted, loaded strictly and run on every scan backend
 here. The tolerance is the fixtures' own: 1e-4 absolute on logits and maps
 (their float64 recomputation differs by <= 5e-6). The figures:
-``python tools/analysis/sparx_parity.py``."""
+``python tools/analysis_tools/sparx_parity.py``."""
 import os
 import os.path as osp
 import subprocess
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mmsparx.archs.sparx import arch_from_authors, layer_signature
-from mmsparx.checkpoint import load_state_dict
+from mmsparx.fileio.checkpoint import load_state_dict
 from mmsparx.converters.loading import load_backbone
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba, infer_arch,
                                             is_official_layout)

@@ -176,7 +176,7 @@ def test_files_in_both_formats_load_with_load_checkpoint(built, tmp_path):
 
 
 def test_mmsparx_load_state_dict_reads_the_authors_file(built):
-    from mmsparx.checkpoint import load_state_dict
+    from mmsparx.fileio.checkpoint import load_state_dict
     model, state = built(ADE[0])
     wipe(model)
     assert load_state_dict(model, state, strict=True).ok
@@ -241,7 +241,7 @@ def small_coco(coco_root, tmp_path_factory) -> Tuple[dict, str, dict]:
 
 
 def test_load_from_through_a_runner(small_coco, tmp_path):
-    from mmsparx.cli import build_runner, prepare_device
+    from mmsparx.utils.cli import build_runner, prepare_device
     options, checkpoint, state = small_coco
     cfg = load_test_config(config_path(COCO[0]), options, tmp_path)
     cfg.load_from = checkpoint

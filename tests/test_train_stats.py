@@ -6,8 +6,8 @@ import torch
 from mmengine.logging import MessageHub
 from torch import nn
 
-from mmsparx.hooks import TrainStatsHook
-from mmsparx.hooks.train_stats import group_of
+from mmsparx.engine.hooks import TrainStatsHook
+from mmsparx.engine.hooks.train_stats import group_of
 
 
 class Backbone(nn.Module):

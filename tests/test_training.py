@@ -12,7 +12,7 @@ from mmengine.hooks import Hook
 
 from conftest import (DEMO_DET, DEMO_SEG, ROOT, as_cli, coco_options,
                       free_port, load_test_config, run_tool)
-from mmsparx.cli import build_runner, prepare_device
+from mmsparx.utils.cli import build_runner, prepare_device
 
 
 def make_runner(config, options, work_dir, launcher='none'):
@@ -138,7 +138,7 @@ def test_missing_custom_imports_names_the_fix(coco_root, tmp_path):
 
 
 def test_mmsparx_name_without_import_is_explained():
-    from mmsparx.cli import explain_build_error
+    from mmsparx.utils.cli import explain_build_error
     from mmsparx.registry import REGISTERED, register_model
     from test_registry import TinyNet
     register_model(TinyNet, name='MmsparxTinyNet')

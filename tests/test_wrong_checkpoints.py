@@ -153,7 +153,7 @@ def test_unreadable_and_foreign_files_are_refused_briefly(tmp_path):
 # -- the converter tools ------------------------------------------------------
 def run_convert(tool: str, src: str, dst: str):
     """The tool as a user runs it."""
-    return run_tool([sys.executable, f'tools/convert/{tool}.py', src, dst],
+    return run_tool([sys.executable, f'tools/model_converters/{tool}.py', src, dst],
                     timeout=300)
 
 

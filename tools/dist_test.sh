@@ -14,7 +14,7 @@ OMP_NUM_THREADS (without CUDA: cores // GPUS).
 The data the config names is checked before any process starts; killing
 this script (or torchrun) stops its workers.
 MMSPARX_PREFLIGHT=0 skips the data check."
-. "$(dirname "$0")/launch_common.sh"
+. "$(dirname "$0")/misc/launch_common.sh"
 check_help "$@"
 
 ENV_GPUS=${GPUS:-}
@@ -37,7 +37,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 choose_python
 
 # Port check and CPU thread share (one copy for both scripts).
-. "$(dirname "$0")/dist_prelaunch.sh"
+. "$(dirname "$0")/misc/dist_prelaunch.sh"
 preflight "$CONFIG" "${@:4}"
 
 # exec: see dist_train.sh (a killed launcher leaves no worker).

@@ -15,7 +15,7 @@ OMP_NUM_THREADS (without CUDA: cores // GPUS).
 The data and pretrained weights the config names are checked before any
 process starts; killing this script (or torchrun) stops its workers.
 MMSPARX_PREFLIGHT=0 skips the data check."
-. "$(dirname "$0")/launch_common.sh"
+. "$(dirname "$0")/misc/launch_common.sh"
 check_help "$@"
 
 ENV_GPUS=${GPUS:-}
@@ -31,12 +31,12 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 choose_python
 
 # Port check and CPU thread share (one copy for both scripts).
-. "$(dirname "$0")/dist_prelaunch.sh"
+. "$(dirname "$0")/misc/dist_prelaunch.sh"
 preflight "$CONFIG" "${@:3}"
 
 # exec: this script's pid becomes torchrun's, so a SIGTERM/SIGINT of the
 # script reaches torchrun (which stops its workers) and the workers die with
-# it even on SIGKILL (mmsparx.launch_guard).
+# it even on SIGKILL (mmsparx.utils.launch_guard).
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \

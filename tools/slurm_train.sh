@@ -11,7 +11,7 @@ Env: GPUS (8) GPUS_PER_NODE (8) CPUS_PER_TASK (5) SRUN_ARGS (\"\"),
 PYTHON (default: the repo's .venv when present, else python).
 The data and pretrained weights the config names are checked before srun.
 MMSPARX_PREFLIGHT=0 skips the data check."
-. "$(dirname "$0")/launch_common.sh"
+. "$(dirname "$0")/misc/launch_common.sh"
 check_help "$@"
 
 PARTITION=$1

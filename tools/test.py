@@ -5,10 +5,10 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmsparx.cli import (add_common_args, build_runner, load_config,  # noqa
+from mmsparx.utils.cli import (add_common_args, build_runner, load_config,  # noqa
                          prepare_device, refusals_exit)
-from mmsparx.launch_guard import guard_launch  # noqa: E402
-from mmsparx.runtime import finish_distributed  # noqa: E402
+from mmsparx.utils.launch_guard import guard_launch  # noqa: E402
+from mmsparx.utils.runtime import finish_distributed  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Train any mmdet / mmseg / mmpretrain config (flags as mmdet's train.py).
 
 The toolbox comes from the config's ``default_scope``; without CUDA the
-same config runs with gloo and plain BN (see ``mmsparx.runtime``).
+same config runs with gloo and plain BN (see ``mmsparx.utils.runtime``).
 """
 import argparse
 import os.path as osp
@@ -9,11 +9,11 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmsparx.cli import (add_common_args, build_runner, load_config,  # noqa
+from mmsparx.utils.cli import (add_common_args, build_runner, load_config,  # noqa
                          prepare_device, refusals_exit)
-from mmsparx.cpu_amp import enable_amp  # noqa: E402  (registers its wrapper)
-from mmsparx.launch_guard import guard_launch  # noqa: E402
-from mmsparx.runtime import finish_distributed  # noqa: E402
+from mmsparx.engine.optimizers.cpu_amp import enable_amp  # noqa: E402  (registers its wrapper)
+from mmsparx.utils.launch_guard import guard_launch  # noqa: E402
+from mmsparx.utils.runtime import finish_distributed  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +59,7 @@ def resume_point(work_dir: str) -> str:
 
 def use_config_optimizer(cfg, resume) -> None:
     """``--optim-from-config``: the resume keeps the config's optimizer
-    settings and schedule (mmsparx.hooks.OptimFromConfigHook)."""
+    settings and schedule (mmsparx.engine.hooks.OptimFromConfigHook)."""
     if resume is None:
         raise ValueError(
             '--optim-from-config changes what --resume restores, and no '

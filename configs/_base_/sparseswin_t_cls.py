@@ -34,7 +34,7 @@ test_evaluator = val_evaluator
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
-# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# mmsparx.engine.hooks: kill-safe checkpoint writes and every random state in the
 # checkpoint, so an interrupted run resumes bit-exactly; a stop with the
 # iteration named at the first non-finite input or loss.
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook', interval=1,

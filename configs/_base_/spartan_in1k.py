@@ -55,7 +55,7 @@ test_dataloader = val_dataloader
 
 optim_wrapper = dict(optimizer=dict(lr=2.5e-3, weight_decay=0.03))
 auto_scale_lr = dict(base_batch_size=2048)
-# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# mmsparx.engine.hooks: kill-safe checkpoint writes and every random state in the
 # checkpoint, so an interrupted run resumes bit-exactly; a stop with the
 # iteration named at the first non-finite input or loss.
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

@@ -40,7 +40,7 @@ optim_wrapper = dict(
         '.A_logs': dict(decay_mult=0.0),
         '.Ds': dict(decay_mult=0.0),
     }))
-# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# mmsparx.engine.hooks: kill-safe checkpoint writes and every random state in the
 # checkpoint, so an interrupted run resumes bit-exactly; a stop with the
 # iteration named at the first non-finite input or loss.
 custom_hooks = [dict(type='EMAHook', momentum=2e-4, priority='ABOVE_NORMAL'),

@@ -92,7 +92,7 @@ default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(type='SafeCheckpointHook', interval=max_epochs,
                     max_keep_ckpts=1))
-# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# mmsparx.engine.hooks: kill-safe checkpoint writes and every random state in the
 # checkpoint, so an interrupted run resumes bit-exactly; a stop with the
 # iteration named at the first non-finite input or loss.
 custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteCheckHook')]

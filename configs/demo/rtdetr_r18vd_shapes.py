@@ -1,6 +1,6 @@
 # RT-DETR-R18vd from scratch on the generated COCO-format shapes set: the
 # longer CPU run of the RT-DETR configs (not part of `make demo`):
-#   python tools/demo.py --config configs/demo/rtdetr_r18vd_shapes.py \
+#   python tools/misc/demo.py --config configs/demo/rtdetr_r18vd_shapes.py \
 #       --work-dir work_dirs/demo_rtdetr --num-train 64 --size 256
 # configs/rtdetr/rtdetr_r18vd_72e_coco.py as it is, but for the CPU budget:
 # 320x320 input (multi-scale 256-384), no zoom-out / IoU crop (objects

@@ -55,7 +55,7 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000,
          by_epoch=False),
 ]
-# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# mmsparx.engine.hooks: kill-safe checkpoint writes and every random state in the
 # checkpoint, so an interrupted run resumes bit-exactly; a stop with the
 # iteration named at the first non-finite input or loss.
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

@@ -9,7 +9,7 @@
 # ImageNet weights: no public SpaRTAN-T file exists; train one with
 #   configs/spartan/spartan-t_16xb128_in1k.py
 # or, for a file trained with the authors' code, convert it once with
-#   python tools/convert/spartan.py AUTHORS.pth checkpoints/spartan_t_in1k.pth
+#   python tools/model_converters/spartan.py AUTHORS.pth checkpoints/spartan_t_in1k.pth
 # (their {'model': ...} file also loads as it is: the backbone converts it
 # on load and reports every key).
 _base_ = [
@@ -52,7 +52,7 @@ param_scheduler = [
          milestones=[8, 11], gamma=0.1),
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=16)
-# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# mmsparx.engine.hooks: kill-safe checkpoint writes and every random state in the
 # checkpoint, so an interrupted run resumes bit-exactly; a stop with the
 # iteration named at the first non-finite input or loss.
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

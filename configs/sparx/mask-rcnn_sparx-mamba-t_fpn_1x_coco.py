@@ -5,7 +5,7 @@
 # SyncBN in the backbone when training on several GPUs, the best checkpoint
 # kept (save_best='auto').
 # ImageNet weights: convert the authors' file once with
-#   python tools/convert/sparx_mamba.py sparx_mamba_tiny_in1k.pth checkpoints/sparx_mamba_t_in1k.pth
+#   python tools/model_converters/sparx_mamba.py sparx_mamba_tiny_in1k.pth checkpoints/sparx_mamba_t_in1k.pth
 # (the authors' file also loads as it is: the backbone converts on load;
 # the learned DMCA scales start from the authors' initial value).
 _base_ = [
@@ -57,7 +57,7 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 # The authors' backbone turns its BatchNorms into SyncBN under a process
 # group; mmsparx's tools drop this on CPU-only machines and log it.
 sync_bn = 'torch'
-# mmsparx.hooks: kill-safe checkpoint writes and every random state in the
+# mmsparx.engine.hooks: kill-safe checkpoint writes and every random state in the
 # checkpoint, so an interrupted run resumes bit-exactly; a stop with the
 # iteration named at the first non-finite input or loss.
 default_hooks = dict(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Dict, Union
 
-from .common import lookup
+from mmsparx.archs.common import lookup
 
 # The authors' public setting (spec section 3): Swin-T stages 1-3, 49 tokens
 # of width 512, 2 SparTa layers of 16 heads with qkv bias.

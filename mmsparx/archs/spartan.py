@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Dict, Union
 
-from .common import lookup
+from mmsparx.archs.common import lookup
 
 CONV_TYPES = ('F', 'D')  # Table VIII: full / depthwise, chosen per stage
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Dict, List, Mapping, Sequence, Union
 
-from .common import lookup
-from .sparx_connections import connection_plan, ganglion_indices
+from mmsparx.archs.common import lookup
+from mmsparx.archs.sparx_connections import connection_plan, ganglion_indices
 
 # Variants as data (spec 1.1). ganglion_start: first index a ganglion layer
 # may take in each stage (None: normal layers only).

@@ -58,13 +58,13 @@ class Family:
 FAMILIES: Dict[str, Family] = {
     'SparX-Mamba': Family('SparX-Mamba', 'SparXMamba',
                           {'tiny': 'T', 'small': 'S', 'base': 'B'},
-                          'tools/convert/sparx_mamba.py'),
+                          'tools/model_converters/sparx_mamba.py'),
     'SparX-Swin': Family('SparX-Swin', 'SparXSwin',
                          {'tiny': 'T', 'base': 'B'}),
     'SpaRTAN': Family('SpaRTAN', 'SpaRTAN', {'xt': 'XT', 't': 'T'},
-                      'tools/convert/spartan.py'),
+                      'tools/model_converters/spartan.py'),
     'SparseSwin': Family('SparseSwin', 'SparseSwin', {'tiny': 'T'},
-                         'tools/convert/sparseswin.py'),
+                         'tools/model_converters/sparseswin.py'),
     'Swin': Family('Swin Transformer', 'SwinTransformer', {}),
 }
 # Backbone classes (their MRO is searched, so subclasses count) -> family.
@@ -207,7 +207,7 @@ def detect_checkpoint(state: Mapping[str, Tensor]) -> CheckpointInfo:
 
 
 def _read_sparx_mamba(state, layout) -> Tuple[dict, Optional[str], dict]:
-    from .sparx_mamba import arch_name, infer_arch
+    from mmsparx.converters.sparx_mamba import arch_name, infer_arch
     arch, kwargs = infer_arch(state)
     scale = {'dmca_scale': 'learned'} \
         if kwargs['dmca_scale'] == 'learned' else {}
@@ -215,13 +215,13 @@ def _read_sparx_mamba(state, layout) -> Tuple[dict, Optional[str], dict]:
 
 
 def _read_spartan(state, layout) -> Tuple[dict, Optional[str], dict]:
-    from .spartan import arch_name, infer_arch
+    from mmsparx.converters.spartan import arch_name, infer_arch
     arch = infer_arch(state)
     return arch, arch_name(arch), {}
 
 
 def _read_sparseswin(state, layout) -> Tuple[dict, Optional[str], dict]:
-    from .sparseswin import arch_name, infer_arch, official_view
+    from mmsparx.converters.sparseswin import arch_name, infer_arch, official_view
     if layout != 'authors':
         state = official_view(state)
     arch, img_size, _ = infer_arch(state)
@@ -284,17 +284,17 @@ def describe_model(model) -> CheckpointInfo:
 
 
 def _sparx_mamba_name(arch: dict) -> Optional[str]:
-    from .sparx_mamba import arch_name
+    from mmsparx.converters.sparx_mamba import arch_name
     return arch_name(arch)
 
 
 def _spartan_name(arch: dict) -> Optional[str]:
-    from .spartan import arch_name
+    from mmsparx.converters.spartan import arch_name
     return arch_name(arch)
 
 
 def _sparseswin_name(arch: dict) -> Optional[str]:
-    from .sparseswin import arch_name
+    from mmsparx.converters.sparseswin import arch_name
     return arch_name(arch)
 
 

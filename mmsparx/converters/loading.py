@@ -13,11 +13,11 @@ from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from torch import Tensor, nn
 
-from mmsparx.checkpoint import (UNSAFE_ENV, LoadReport, fit_problems,
+from mmsparx.fileio.checkpoint import (UNSAFE_ENV, LoadReport, fit_problems,
                                 load_checkpoint_file, load_state_dict,
                                 state_dict_of)
 
-from .detect import (CheckpointError, CheckpointInfo, describe_model,
+from mmsparx.converters.detect import (CheckpointError, CheckpointInfo, describe_model,
                      detect_checkpoint, family_mismatch, model_family,
                      not_convertible,
                      same_model, tensors_of, unknown_model, variant_mismatch)

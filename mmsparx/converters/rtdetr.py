@@ -29,7 +29,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .detect import (FAMILIES, CheckpointError, detect_checkpoint,
+from mmsparx.converters.detect import (FAMILIES, CheckpointError, detect_checkpoint,
                      detect_family, tensors_of)
 
 # official prefix -> mmsparx prefix (a whole RTDETR detector)

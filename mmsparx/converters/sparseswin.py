@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from mmsparx.archs.common import named_variant
 from mmsparx.archs.sparseswin import ARCH_DEFAULTS, ARCH_SETTINGS
 
-from .detect import (CheckpointError, CheckpointInfo, describe_model,
+from mmsparx.converters.detect import (CheckpointError, CheckpointInfo, describe_model,
                      detect_checkpoint, detect_family, family_mismatch,
                      refuse_other_family, same_model, unknown_model)
 
@@ -291,9 +291,9 @@ def load_sparseswin(backbone: nn.Module, filename: str,
     """
     from mmengine.logging import print_log
 
-    from mmsparx.checkpoint import LoadReport, load_state_dict
+    from mmsparx.fileio.checkpoint import LoadReport, load_state_dict
 
-    from .loading import read_state_dict
+    from mmsparx.converters.loading import read_state_dict
     state = _strip_module(read_state_dict(filename))
     info = detect_checkpoint(state)
     check_model_family(filename, info, backbone)
@@ -355,7 +355,7 @@ def misfit_message(filename: str, info: CheckpointInfo, backbone: nn.Module,
     arch / img_size; the key lists go to the log."""
     from mmengine.logging import print_log
 
-    from .loading import summarize
+    from mmsparx.converters.loading import summarize
     name = type(backbone).__name__
     print_log(f'{name}: {filename} does not fit: {problems}', logger=logger,
               level=logging.WARNING)

@@ -26,7 +26,7 @@ from torch import Tensor
 from mmsparx.archs.common import named_variant
 from mmsparx.archs.spartan import ARCH_DEFAULTS, ARCH_SETTINGS
 
-from .detect import is_layout, refuse_other_family
+from mmsparx.converters.detect import is_layout, refuse_other_family
 
 _BLOCK_PARTS = r'(smixer|cmixer|norm_1|norm_2|scale_1|scale_2)'
 
@@ -41,7 +41,7 @@ def is_spartan_layout(state_dict: Mapping[str, Tensor]) -> bool:
 def unwrap(checkpoint: Mapping) -> Dict[str, Tensor]:
     """The state dict inside an authors' ``{'model': ...}`` file (or an
     mmengine ``{'state_dict': ...}`` one); a plain state dict as it is."""
-    from mmsparx.checkpoint import state_dict_of
+    from mmsparx.fileio.checkpoint import state_dict_of
     return state_dict_of(checkpoint)
 
 

@@ -16,7 +16,7 @@ from mmsparx.archs.sparx import ARCH_DEFAULTS, ARCH_SETTINGS, layer_signature
 from mmsparx.archs.sparx_connections import (connection_plan,
                                              ganglion_indices)
 
-from .detect import backbone_part, is_layout, refuse_other_family
+from mmsparx.converters.detect import backbone_part, is_layout, refuse_other_family
 
 # (pattern on an authors' backbone key, replacement), first match wins.
 _GANGLION = r'(d_norm|d_proj|q|k|v)'

@@ -1,7 +1,7 @@
 """Generated datasets (COCO, ADE20K and ImageNet formats) for tests and
 demos, checks of a config's data before launch, and ``CheckedCocoDataset``
 (registered in mmdet's ``DATASETS``)."""
-from .generate import generate_ade20k, generate_coco, generate_imagenet
+from mmsparx.datasets.generate import generate_ade20k, generate_coco, generate_imagenet
 
 __all__ = ['generate_coco', 'generate_ade20k', 'generate_imagenet',
            'register_datasets']
@@ -11,7 +11,7 @@ def _build_checked_coco(*args, **kwargs):
     """Builds :class:`mmsparx.datasets.checked_coco.CheckedCocoDataset`,
     imported on first use: an mmseg or mmpretrain process that imports
     mmsparx does not pay for mmdet's datasets."""
-    from .checked_coco import CheckedCocoDataset
+    from mmsparx.datasets.checked_coco import CheckedCocoDataset
     return CheckedCocoDataset(*args, **kwargs)
 
 

@@ -4,7 +4,7 @@ python -m mmsparx.datasets check CONFIG [--cfg-options ...] [--splits ...]"""
 import argparse
 import sys
 
-from .generate import generate_ade20k, generate_coco, generate_imagenet
+from mmsparx.datasets.generate import generate_ade20k, generate_coco, generate_imagenet
 
 PROG = 'python -m mmsparx.datasets'
 
@@ -24,14 +24,14 @@ def _config_parser(command: str, description: str) -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from mmsparx.cli import load_config
+    from mmsparx.utils.cli import load_config
     return load_config(args.config, args.cfg_options, 'none', args.work_dir)
 
 
 def preflight(argv) -> None:
     """Exit 2 with one paragraph when the data or the ImageNet weights of
     a config are missing; the launchers' other arguments are ignored."""
-    from .preflight import TRAIN_SPLITS, ensure_ready
+    from mmsparx.datasets.preflight import TRAIN_SPLITS, ensure_ready
     parser = _config_parser(
         'preflight', 'Check that the data and pretrained weights a config '
         'names exist (paths only; seconds). Exit status 2 when not.')
@@ -46,8 +46,8 @@ def preflight(argv) -> None:
 def check(argv) -> None:
     """Decode every image and judge every annotation; print a table;
     exit 1 when anything is wrong."""
-    from .annotations import REPAIRED
-    from .check import check_config, format_table
+    from mmsparx.datasets.annotations import REPAIRED
+    from mmsparx.datasets.check import check_config, format_table
     parser = _config_parser(
         'check', 'Full check of the datasets of a config: counts, missing '
         'and broken images, bad boxes, unknown categories. Exit status 1 '

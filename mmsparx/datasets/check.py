@@ -15,9 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from .annotations import DESCRIPTIONS, PROBLEMS, box_problem
-from .images import decode_problem, image_problem
-from .preflight import DatasetPaths, dataset_paths
+from mmsparx.datasets.annotations import DESCRIPTIONS, PROBLEMS, box_problem
+from mmsparx.datasets.images import decode_problem, image_problem
+from mmsparx.datasets.preflight import DatasetPaths, dataset_paths
 
 IMAGE_PROBLEMS = ('missing', 'empty', 'truncated', 'unreadable',
                   'size_mismatch')

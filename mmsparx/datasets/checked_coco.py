@@ -11,8 +11,8 @@ from typing import Dict, List
 from mmdet.datasets import CocoDataset
 from mmengine.logging import print_log
 
-from .annotations import DESCRIPTIONS, PROBLEMS, box_problem
-from .images import image_problem
+from mmsparx.datasets.annotations import DESCRIPTIONS, PROBLEMS, box_problem
+from mmsparx.datasets.images import image_problem
 
 NAMED_PER_PROBLEM = 20  # log lines per kind; the summary counts them all
 

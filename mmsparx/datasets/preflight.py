@@ -213,7 +213,7 @@ _WEIGHTS = {
     'SparXMamba': (
         'configs/sparx/README.md ("Weights")',
         "the authors' ImageNet file sparx_mamba_{arch}_in1k.pth",
-        'python tools/convert/sparx_mamba.py sparx_mamba_{arch}_in1k.pth '
+        'python tools/model_converters/sparx_mamba.py sparx_mamba_{arch}_in1k.pth '
         '{dst}'),
     'SparXSwin': (
         'configs/sparx/README.md ("Weights")',
@@ -223,18 +223,18 @@ _WEIGHTS = {
         'configs/spartan/README.md',
         'no public SpaRTAN-XT/T weights: train them with '
         'configs/spartan/spartan-t_16xb128_in1k.py (or -xt), or take an '
-        "authors' file", 'python tools/convert/spartan.py AUTHORS.pth {dst}'),
+        "authors' file", 'python tools/model_converters/spartan.py AUTHORS.pth {dst}'),
     'SparseSwin': (
         'configs/sparseswin/README.md',
         "torchvision's ImageNet Swin-T "
         '(https://download.pytorch.org/models/swin_t-704ceda3.pth), loaded '
         "as it is, or an authors' SparseSwin file",
-        'python tools/convert/sparseswin.py AUTHORS.pt {dst}'),
+        'python tools/model_converters/sparseswin.py AUTHORS.pt {dst}'),
     'PResNet': (
         'configs/rtdetr/README.md',
         "the official ImageNet backbone (ResNet18_vd_pretrained_from_paddle"
         ".pth or the R34 one)",
-        'python tools/convert/rtdetr.py ResNet18_vd_pretrained_from_paddle.pth'
+        'python tools/model_converters/rtdetr.py ResNet18_vd_pretrained_from_paddle.pth'
         ' {dst}'),
 }
 _WEIGHTS['SparseSwinDense'] = _WEIGHTS['SparseSwin']

@@ -1,11 +1,11 @@
 """Deployment: ONNX export of classifiers, RT-DETR and segmentors, and the
 checks that hold ONNX Runtime's outputs against PyTorch's."""
-from .compare import (compare_argmax, compare_detections, compare_dense,
+from mmsparx.deploy.compare import (compare_argmax, compare_detections, compare_dense,
                       sample_images)
-from .export import (DeployError, export_config, prepare,
+from mmsparx.deploy.export import (DeployError, export_config, prepare,
                      restored_default_scope)
-from .onnx_export import export_onnx, read_metadata, run_onnxruntime
-from .wrappers import (ClassifierExport, RTDETRExport, SegmentorExport,
+from mmsparx.deploy.onnx_export import export_onnx, read_metadata, run_onnxruntime
+from mmsparx.deploy.wrappers import (ClassifierExport, RTDETRExport, SegmentorExport,
                        export_module, switch_to_deploy)
 
 __all__ = ['export_config', 'export_onnx', 'export_module', 'run_onnxruntime',

@@ -9,10 +9,10 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .compare import (check_inputs, compare_argmax, compare_detections,
+from mmsparx.deploy.compare import (check_inputs, compare_argmax, compare_detections,
                       compare_dense, normalisation)
-from .onnx_export import DEFAULT_OPSET, export_onnx, run_onnxruntime
-from .wrappers import SIGNATURES, export_module
+from mmsparx.deploy.onnx_export import DEFAULT_OPSET, export_onnx, run_onnxruntime
+from mmsparx.deploy.wrappers import SIGNATURES, export_module
 
 CHECK_DYNAMIC_BATCH = 2  # a dynamic graph is traced at 1, checked at 2
 
@@ -49,7 +49,7 @@ def default_shape(cfg, scope: str, model: nn.Module) -> Tuple[int, int]:
 def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
     """Every key of the model from ``checkpoint``, or a refusal: an export
     of a half-loaded model would ship random weights without a word."""
-    from mmsparx.checkpoint import (load_checkpoint_file, load_state_dict,
+    from mmsparx.fileio.checkpoint import (load_checkpoint_file, load_state_dict,
                                     state_dict_of)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
@@ -66,7 +66,7 @@ def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
             f'{checkpoint} does not fit the model of {config}: {err}. '
             f'Export needs the whole trained model of this config: a '
             f'checkpoint tools/train.py wrote for it, or the converter '
-            f'output for an authors\' file (tools/convert/); an ImageNet '
+            f'output for an authors\' file (tools/model_converters/); an ImageNet '
             f'backbone file is for init_cfg, not for export.') from err
 
 

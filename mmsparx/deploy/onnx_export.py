@@ -51,7 +51,7 @@ def export_onnx(module: nn.Module, inputs: Sequence[torch.Tensor], out: str,
     onnx = require('onnx')
     from mmsparx.ops import onnx_export_mode
 
-    from .rewrites import export_rewrites
+    from mmsparx.deploy.rewrites import export_rewrites
 
     if opset < 16:
         raise ValueError(f'opset {opset} is too old: the deformable '

@@ -60,7 +60,7 @@ class RTDETRExport(nn.Module):
 
     def forward(self, images: Tensor,
                 orig_target_sizes: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        from mmsparx.models.detectors.rtdetr_head import top_detections
+        from mmsparx.models.dense_heads.rtdetr_head import top_detections
         head = self.model.bbox_head
         outputs = head.transformer(self.model.extract_feat(images))
         logits, boxes = outputs['logits'][-1], outputs['boxes'][-1]

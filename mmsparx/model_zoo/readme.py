@@ -1,15 +1,15 @@
 """The results tables of the family READMEs, generated from the metafiles
-(``tools/analysis/model_zoo.py --update`` counts, writes both): a README
+(``tools/analysis_tools/model_zoo.py --update`` counts, writes both): a README
 whose table differs from its metafile is stale."""
 from __future__ import annotations
 
 import os.path as osp
 from typing import Dict, List, Optional
 
-from .metafiles import metafile_paths, read_metafile
+from mmsparx.model_zoo.metafiles import metafile_paths, read_metafile
 
 BEGIN = ('<!-- model-zoo table: generated from metafile.yml by '
-         'tools/analysis/model_zoo.py --update; do not edit -->')
+         'tools/analysis_tools/model_zoo.py --update; do not edit -->')
 END = '<!-- end of model-zoo table -->'
 
 

@@ -1,8 +1,8 @@
 """mmsparx models. They depend on torch and mmengine only, so they import
 on a machine that carries neither mmcv's compiled ops nor any toolbox."""
-from .backbones import (PResNet, SparseSwin, SparseSwinDense, SpaRTAN,
+from mmsparx.models.backbones import (PResNet, SparseSwin, SparseSwinDense, SpaRTAN,
                         SparXMamba, SparXSwin)
-from .losses import SparTaAttentionLoss
+from mmsparx.models.losses import SparTaAttentionLoss
 
 # Every class listed here is registered into each installed toolbox.
 MODEL_CLASSES: list = [SparXMamba, SparXSwin, SpaRTAN, SparseSwin,
@@ -17,13 +17,13 @@ LAZY_MODEL_CLASSES: dict = {
     # RT-DETR (mmsparx.models.detectors): mmdet only.
     'RTDETR': ('mmdet', 'mmsparx.models.detectors.rtdetr:RTDETR'),
     'HybridEncoder': (
-        'mmdet', 'mmsparx.models.detectors.hybrid_encoder:HybridEncoder'),
+        'mmdet', 'mmsparx.models.necks.hybrid_encoder:HybridEncoder'),
     'RTDETRHead': (
-        'mmdet', 'mmsparx.models.detectors.rtdetr_head:RTDETRHead'),
+        'mmdet', 'mmsparx.models.dense_heads.rtdetr_head:RTDETRHead'),
     'RTDETRVarifocalLoss': (
-        'mmdet', 'mmsparx.models.detectors.varifocal_loss:'
+        'mmdet', 'mmsparx.models.losses.varifocal_loss:'
         'RTDETRVarifocalLoss'),
     'BatchSyncDiscreteResize': (
-        'mmdet', 'mmsparx.models.detectors.batch_sync_discrete_resize:'
+        'mmdet', 'mmsparx.models.data_preprocessors.batch_sync_discrete_resize:'
         'BatchSyncDiscreteResize'),
 }

@@ -15,9 +15,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .cross_scan import cross_merge, cross_scan
-from .scan_choice import fused_pays
-from .selective_scan import (_cpu_kernel, _export_depth, resolve_backend,
+from mmsparx.ops.cross_scan import cross_merge, cross_scan
+from mmsparx.ops.scan_choice import fused_pays
+from mmsparx.ops.selective_scan import (_cpu_kernel, _export_depth, resolve_backend,
                              selective_scan)
 
 
@@ -84,7 +84,7 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     name = None if torch.jit.is_tracing() or _export_depth[0] else \
         resolve_backend(x.device, backend)
     if name == 'triton':
-        from .triton_cross_scan import triton_cross_selective_scan
+        from mmsparx.ops.triton_cross_scan import triton_cross_selective_scan
 
         def fused():
             return triton_cross_selective_scan(

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .scan_doubling import selective_scan_doubling
+from mmsparx.ops.scan_doubling import selective_scan_doubling
 
 BACKENDS = ('mamba_ssm', 'triton', 'fused_cpu', 'chunked', 'doubling',
             'reference')
@@ -61,7 +61,7 @@ def _mamba_fn():
 
 def _triton_fn():
     try:
-        from .triton_scan import selective_scan_triton
+        from mmsparx.ops.triton_scan import selective_scan_triton
     except Exception:  # no triton, or one that cannot initialise here
         return None
     return selective_scan_triton
@@ -88,7 +88,7 @@ def _cpu_kernel():
                 break
             except ImportError:
                 continue
-        from .cpu_library import compiled_kernels
+        from mmsparx.ops.cpu_library import compiled_kernels
         _cpu_kernel_cache.extend([module, compiled_kernels(module)])
     return _cpu_kernel_cache[0]
 

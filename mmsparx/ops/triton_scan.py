@@ -250,7 +250,7 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                           delta_softplus: bool = False) -> Tensor:
     """The selective scan with the Triton kernels (same contract as
     ``selective_scan_reference``)."""
-    from .selective_scan import _prepare
+    from mmsparx.ops.selective_scan import _prepare
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
         u, delta, A = _prepare(u, delta, A, B, delta_bias, delta_softplus)

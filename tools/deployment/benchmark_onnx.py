@@ -21,7 +21,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from mmsparx.cli import json_stdout  # noqa: E402
+from mmsparx.utils.cli import json_stdout  # noqa: E402
 
 DEFAULTS = [
     'configs/sparx/sparx-mamba-t_16xb128_in1k.py',

@@ -30,7 +30,7 @@ sys.path.insert(0, ROOT)
 
 from mmengine.config import DictAction  # noqa: E402
 
-from mmsparx.cli import json_stdout  # noqa: E402
+from mmsparx.utils.cli import json_stdout  # noqa: E402
 
 
 def parse_args(argv=None):

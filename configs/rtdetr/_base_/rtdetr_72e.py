@@ -57,7 +57,7 @@ test_cfg = dict(type='TestLoop')
 # or keep 16 images a step.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 
-# mmsparx.hooks: kill-safe checkpoint writes (SafeCheckpointHook keeps the
+# mmsparx.engine.hooks: kill-safe checkpoint writes (SafeCheckpointHook keeps the
 # best and the last 3), every rank's random states in the checkpoint for
 # bit-exact resumes, a stop naming the iteration at the first non-finite
 # input or loss. (RandomStateHook warns that persistent dataloader workers

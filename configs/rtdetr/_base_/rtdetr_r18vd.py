@@ -30,7 +30,7 @@ model = dict(
         freeze_norm=False,
         norm_eval=False,
         # The official ImageNet weights (ResNet18_vd_pretrained_from_paddle);
-        # convert once with tools/convert/rtdetr.py (a bare PResNet file).
+        # convert once with tools/model_converters/rtdetr.py (a bare PResNet file).
         init_cfg=dict(type='Pretrained',
                       checkpoint='checkpoints/presnet18vd_in1k.pth')),
     neck=dict(

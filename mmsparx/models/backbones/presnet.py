@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from mmsparx.archs.presnet import STAGE_STRIDES, resolve_depth
 
-from ..layers.conv_norm import ConvNormAct
-from .base import BlockStage, FreezeMixin
+from mmsparx.models.layers.conv_norm import ConvNormAct
+from mmsparx.models.backbones.base import BlockStage, FreezeMixin
 
 
 class FrozenBatchNorm2d(nn.Module):

@@ -37,8 +37,8 @@ from torch import Tensor, nn
 
 from mmsparx.archs.sparseswin import OUT_TYPES, resolve_arch
 
-from ..layers import SparTaBlock, TokenToSpace
-from .base import FreezeMixin
+from mmsparx.models.layers import SparTaBlock, TokenToSpace
+from mmsparx.models.backbones.base import FreezeMixin
 
 
 

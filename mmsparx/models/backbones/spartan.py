@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from mmsparx.archs.spartan import resolve_arch
 from mmsparx.converters.spartan import convert_spartan, is_spartan_layout
 
-from ..layers import ConvBNAct, LayerNorm2d, SpaRTANBlock
-from .base import BlockStage, FourStageBackbone
+from mmsparx.models.layers import ConvBNAct, LayerNorm2d, SpaRTANBlock
+from mmsparx.models.backbones.base import BlockStage, FourStageBackbone
 
 
 class Downsample(ConvBNAct):
@@ -76,7 +76,7 @@ class SpaRTAN(FourStageBackbone):
         init_cfg: mmengine init config; ``dict(type='Pretrained',
             checkpoint=...)`` loads mmsparx files and the authors'
             ``{'model': ...}`` files alike (converted on load, every key
-            reported; see ``tools/convert/spartan.py``).
+            reported; see ``tools/model_converters/spartan.py``).
     """
 
     def __init__(self, arch: Union[str, dict] = 't',

@@ -21,9 +21,9 @@ from mmsparx.converters.loading import rename_authors_keys
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,
                                             is_official_layout)
 
-from ..layers import DMCA, SS2D, GroupNorm, LayerNorm2d, SparXBlock
-from ..layers.dmca import SCALE_MODES
-from .base import FourStageBackbone
+from mmsparx.models.layers import DMCA, SS2D, GroupNorm, LayerNorm2d, SparXBlock
+from mmsparx.models.layers.dmca import SCALE_MODES
+from mmsparx.models.backbones.base import FourStageBackbone
 
 
 def make_stem(out_dim: int, version: str) -> nn.Sequential:
@@ -128,7 +128,7 @@ class SparXMamba(FourStageBackbone):
             detection model and its COCO checkpoints).
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained',
             checkpoint=...)`` (authors' checkpoints: see
-            ``tools/convert/sparx_mamba.py``).
+            ``tools/model_converters/sparx_mamba.py``).
     """
 
     arch_settings = ARCH_SETTINGS

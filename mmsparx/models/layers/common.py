@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmsparx.malloc import MMAP_THRESHOLD
+from mmsparx.utils.malloc import MMAP_THRESHOLD
 
 
 _ACTS = {None: 0, 'gelu': 1, 'silu': 2}
@@ -395,7 +395,7 @@ class _DepthwiseFn(torch.autograd.Function):
 # 1280 x 14 x 14 3x3: 11.8 both), but larger ones come from glibc as
 # fresh pages each step, whose faults cost more than the recomputation
 # (192 x 56 x 56 5x5: 48 vs 31 ms; 384 x 56 x 56 3x3: 102 vs 85).
-# Measured before mmsparx.malloc kept freed heap memory; blocks above
+# Measured before mmsparx.utils.malloc kept freed heap memory; blocks above
 # glibc's 32 MiB cap (SparX-T's stage-1 ConvFFN at batch 8) are still
 # fresh pages. A module constant: Dynamo cannot read an autograd
 # Function's class attributes while it traces.
@@ -583,7 +583,7 @@ class ConvFFN(nn.Module):
     """1x1 (C -> hC), h + DWConv3x3(h), GELU, 1x1 (hC -> C)."""
 
     # CPU inference runs the batch in chunks whose hidden map stays below
-    # glibc's largest mmap threshold (``mmsparx.malloc``): larger blocks are
+    # glibc's largest mmap threshold (``mmsparx.utils.malloc``): larger blocks are
     # mapped afresh on every call, and faulting them in made SparX-T's
     # stage-1 ConvFFN (batch 8: 38.5 MB hidden maps) take 43 ms on 2
     # threads against 34 ms in chunks of 6 + 2 images (1-3 image chunks:

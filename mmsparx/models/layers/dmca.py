@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import DepthwiseConv, GroupNorm, PointwiseConv
+from mmsparx.models.layers.common import DepthwiseConv, GroupNorm, PointwiseConv
 
 
 def spatial_reducer(dim: int, ratio: int) -> nn.Module:

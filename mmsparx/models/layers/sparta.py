@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .common import DropPath
+from mmsparx.models.layers.common import DropPath
 
 
 class SparseTokenConverter(nn.Module):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import DropPath
+from mmsparx.models.layers.common import DropPath
 
 ACTIVATIONS = {'GELU': nn.GELU, 'SiLU': nn.SiLU, 'ReLU': nn.ReLU}
 from mmsparx.archs.spartan import CONV_TYPES

@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from .common import ConvFFN, DepthwiseConv, DropPath, GroupNorm, LayerScale
+from mmsparx.models.layers.common import ConvFFN, DepthwiseConv, DropPath, GroupNorm, LayerScale
 
 
 class SparXBlock(nn.Module):

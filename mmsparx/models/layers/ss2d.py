@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mmsparx.ops import cross_selective_scan
 
-from .common import (DepthwiseConv, GroupNorm, PointwiseConv,
+from mmsparx.models.layers.common import (DepthwiseConv, GroupNorm, PointwiseConv,
                      pointwise_then_depthwise)
 
 DIRECTIONS = 4

@@ -1,0 +1,2 @@
+"""Batch-level augmentations run by the data preprocessor (mmdet only,
+registered lazily): RT-DETR's multi-scale resize."""

@@ -1,0 +1,1 @@
+"""Detection heads (mmdet only, registered lazily): RT-DETR's head."""

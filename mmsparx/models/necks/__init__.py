@@ -1,0 +1,1 @@
+"""Necks (mmdet only, registered lazily): RT-DETR's hybrid encoder."""
