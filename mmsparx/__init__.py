@@ -12,7 +12,7 @@ from mmsparx.utils.malloc import keep_freed_memory
 
 keep_freed_memory()
 
-from mmsparx.fileio.checkpoint import install_mmengine_loader  # noqa: E402
+from mmsparx.fileio import install_mmengine_loader  # noqa: E402
 from mmsparx.registry import (available_toolboxes, register_lazy_models,
                               register_model, register_models)
 from mmsparx.version import __version__

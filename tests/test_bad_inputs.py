@@ -14,8 +14,8 @@ from mmengine.logging import MMLogger
 
 import mmsparx.engine.hooks.finite  # noqa: F401  registers FiniteCheckHook
 from conftest import (DEMO_DET, coco_options, load_test_config, run_tool)
-from mmsparx.utils.cli import IMPORT_LINE, build_runner, load_config, \
-    prepare_device
+from mmsparx.apis import build_runner, prepare_device
+from mmsparx.utils.cli import IMPORT_LINE, load_config
 from mmsparx.engine.hooks.finite import FiniteCheckHook, NonFiniteError
 
 SPARX_MODEL = ("default_scope = 'mmpretrain'\n"

@@ -10,7 +10,7 @@ import torch
 
 from conftest import ROOT, run_tool
 
-sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis'))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis_tools'))
 import benchmark  # noqa: E402
 
 
@@ -196,7 +196,7 @@ def test_dense_step_backpropagates_every_scale():
 # -- step_benchmark: whole training steps of configs -------------------------
 
 def test_step_benchmark_resolves_toolbox_configs():
-    sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis'))
+    sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis_tools'))
     import step_benchmark
     path = step_benchmark.resolve_config(
         'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')

@@ -7,7 +7,7 @@ import torch
 from mmengine.model import BaseModule
 from torch import nn
 
-from mmsparx.fileio.checkpoint import (LoadReport, load_checkpoint_file,
+from mmsparx.fileio import (LoadReport, load_checkpoint_file,
                                 load_state_dict, state_dict_of)
 
 

@@ -9,7 +9,7 @@ from conftest import SPARSESWIN_SMALL, SPARTAN_TINY
 from mmsparx.models.backbones import (PResNet, SparseSwin, SpaRTAN,
                                       SparXMamba, SparXSwin)
 from mmsparx.models.layers import SS2D
-from mmsparx.ops.selective_scan import _cpu_kernel
+from mmsparx.ops.kernels import cpu_kernel
 
 SPARX = dict(depths=(1, 1, 2, 1), channels=(16, 32, 48, 64), stem='v2',
              strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0))
@@ -70,7 +70,7 @@ def test_compiled_backbone_equals_eager(name):
                                    rtol=1e-4, atol=1e-5, msg=key)
 
 
-@pytest.mark.skipif(_cpu_kernel() is None, reason='no CPU kernels built')
+@pytest.mark.skipif(cpu_kernel() is None, reason='no CPU kernels built')
 def test_the_graph_holds_the_cpu_kernels_as_ops():
     graphs = []
 

@@ -42,7 +42,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 from conftest import ROOT, load_test_config
-from mmsparx.utils.cli import build_runner, prepare_device
+from mmsparx.apis import build_runner, prepare_device
 
 CONFIG_DIR = osp.join(ROOT, 'configs')
 SCOPE = {'det': 'mmdet', 'seg': 'mmseg', 'cls': 'mmpretrain'}

@@ -7,18 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmsparx.models.layers import common
-from mmsparx.models.layers.common import (ConvFFN, DepthwiseConv,
-                                          PointwiseConv, fold_batchnorm,
-                                          pointwise_then_depthwise)
+from mmsparx.models.layers import depthwise
+from mmsparx.models.layers.depthwise import DepthwiseConv, fold_batchnorm, pointwise_then_depthwise
+from mmsparx.models.layers.ffn import ConvFFN
+from mmsparx.models.layers.pointwise import PointwiseConv
 from mmsparx.models.layers.dmca import DMCA
-from mmsparx.ops.selective_scan import _cpu_kernel
+from mmsparx.ops.kernels import cpu_kernel
 
 # The module, not the function ``mmsparx.ops`` exports under its name.
-SCAN_MODULE = importlib.import_module('mmsparx.ops.selective_scan')
+SCAN_MODULE = importlib.import_module('mmsparx.ops.kernels')
 
 needs_kernel = pytest.mark.skipif(
-    _cpu_kernel() is None, reason='CPU kernels not built (MMSPARX_NO_EXT=1)')
+    cpu_kernel() is None, reason='CPU kernels not built (MMSPARX_NO_EXT=1)')
 
 
 @needs_kernel
@@ -56,8 +56,8 @@ def test_pointwise_bias_rides_the_depthwise_kernel(residual, act,
     pointwise, depthwise = PointwiseConv(4, 8), DepthwiseConv(8, 3)
     x = torch.randn(2, 4, 14, 15)
     expected = depthwise.fused(pointwise(x), residual, act)  # autograd path
-    counting = _CountingKernel(_cpu_kernel())
-    monkeypatch.setattr(SCAN_MODULE, '_cpu_kernel', lambda: counting)
+    counting = _CountingKernel(cpu_kernel())
+    monkeypatch.setattr(SCAN_MODULE, 'cpu_kernel', lambda: counting)
     with torch.no_grad():
         out = pointwise_then_depthwise(pointwise, depthwise, x, residual, act)
     assert counting.calls == 1 and counting.in_bias_given
@@ -191,7 +191,7 @@ def test_depthwise_fused_training_gives_pytorch_gradients(
     """Training ``fused`` is one C++ function each way (the pre-activation
     kept or recomputed in backward); output and gradients of x, weight and
     bias equal the PyTorch composition computed in float64."""
-    monkeypatch.setattr(common, 'KEEP_PRE_MAX_BYTES',
+    monkeypatch.setattr(depthwise, 'KEEP_PRE_MAX_BYTES',
                         1 << 30 if keep_pre else 0)
     torch.manual_seed(0)
     conv = DepthwiseConv(6, kernel, bias=bias)
@@ -277,8 +277,8 @@ def test_depthwise_with_folded_batchnorm_equals_pytorch(act, monkeypatch):
     x = torch.randn(2, 5, 14, 15)
     expected = norm(conv(x))
     expected = F.gelu(expected) if act else expected
-    counting = _CountingKernel(_cpu_kernel())
-    monkeypatch.setattr(SCAN_MODULE, '_cpu_kernel', lambda: counting)
+    counting = _CountingKernel(cpu_kernel())
+    monkeypatch.setattr(SCAN_MODULE, 'cpu_kernel', lambda: counting)
     with torch.no_grad():
         out = conv.fused_bn(x, norm, act=act)
     assert counting.calls == 1
@@ -310,8 +310,8 @@ def test_dmca_on_the_kernels_equals_its_pytorch_function(monkeypatch):
                 module.num_features).state_dict())
     x = torch.randn(2, 8, 16, 14)
     inputs = [torch.randn(2, 8, 16, 14) for _ in range(2)]
-    counting = _CountingKernel(_cpu_kernel())
-    monkeypatch.setattr(SCAN_MODULE, '_cpu_kernel', lambda: counting)
+    counting = _CountingKernel(cpu_kernel())
+    monkeypatch.setattr(SCAN_MODULE, 'cpu_kernel', lambda: counting)
     with torch.inference_mode():
         out = dmca(x, inputs)
         expected = copy.deepcopy(dmca).double()(

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import DEMO_DET, ROOT, free_port
 
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'misc'))
 import threads_per_process as tpp  # noqa: E402
 
 STUB = textwrap.dedent('''\

@@ -5,7 +5,7 @@ import sys
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 
 from feature_stats import neighbour_correlation  # noqa: E402
 

@@ -12,8 +12,8 @@ import torch
 
 from conftest import ROOT
 
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'gpu_check.py')
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+TOOL = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_check.py')
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 import gpu_check  # noqa: E402
 import gpu_check_report as report  # noqa: E402
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from mmsparx.analysis.cuda_census import census
 from mmsparx.models.layers import GroupNorm
-from mmsparx.models.layers.common import (PointwiseConv,
-                                          _SplitStatsGroupNormFn)
+from mmsparx.models.layers.norms import _SplitStatsGroupNormFn
+from mmsparx.models.layers.pointwise import PointwiseConv
 
 
 @pytest.mark.parametrize('groups,affine', [(1, True), (4, True), (2, False)])

@@ -230,7 +230,7 @@ def save_untrained(config: str, path: str, tmp_path) -> None:
     from mmengine.registry import MODELS, init_default_scope
 
     from conftest import load_test_config
-    from mmsparx.utils.cli import prepare_device
+    from mmsparx.apis import prepare_device
     cfg = load_test_config(config, None, tmp_path / 'build')
     prepare_device(cfg)  # SyncBN -> BN, as the tool does on this machine
     init_default_scope(cfg.default_scope)

@@ -5,7 +5,7 @@ import sys
 import os.path as osp
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 
 import maskrcnn_comparison as comparison  # noqa: E402
 

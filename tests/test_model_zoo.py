@@ -16,7 +16,7 @@ from mmsparx.model_zoo.readme import stale_readmes
 
 FAMILIES = ('sparx', 'spartan', 'sparseswin', 'rtdetr')
 ENTRIES = entries_by_config(ROOT)
-TOOL = osp.join(ROOT, 'tools', 'analysis', 'model_zoo.py')
+TOOL = osp.join(ROOT, 'tools', 'analysis_tools', 'model_zoo.py')
 
 
 def family_configs():

@@ -203,7 +203,7 @@ def trained_like_checkpoint(name: str, folder) -> str:
     nudged, so no BN is an identity; RT-DETR's class scores spread),
     saved as tools/train.py saves."""
     from mmsparx.deploy import restored_default_scope
-    from mmsparx.model_zoo.complexity import load_model
+    from mmsparx.apis import load_model
     path, shape, options = CASES[name]
     # The initial weights come from the global generator: seeded, so the
     # model does not depend on which tests ran before this one. Seed 2: for
@@ -320,7 +320,7 @@ def test_refusals(tmp_path):
         export_config(cls, str(tmp_path / 'missing.pth'), out)
     mask_rcnn = config('sparx/mask-rcnn_sparx-mamba-t_fpn_1x_coco.py')
     from mmsparx.deploy import restored_default_scope
-    from mmsparx.model_zoo.complexity import load_model
+    from mmsparx.apis import load_model
     with restored_default_scope():
         model, _, _ = load_model(mask_rcnn)
     ckpt = str(tmp_path / 'mrcnn.pth')

@@ -23,7 +23,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop
 
 from conftest import DEMO_DET, as_cli, coco_options, load_test_config
-from mmsparx.utils.cli import build_runner, prepare_device
+from mmsparx.apis import build_runner, prepare_device
 from mmsparx.engine.hooks import SafeCheckpointHook
 from mmsparx.engine.hooks.finite import NonFiniteError
 from tools.train import main, resume_point

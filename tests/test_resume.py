@@ -13,7 +13,7 @@ import torch
 from mmengine.hooks import Hook
 
 from conftest import DEMO_SEG, ROOT, coco_options, load_test_config
-from mmsparx.utils.cli import build_runner, prepare_device
+from mmsparx.apis import build_runner, prepare_device
 from mmsparx.engine.hooks import safe_checkpoint
 from tools.train import resume_point
 

@@ -19,7 +19,7 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 from conftest import ROOT, free_port, load_test_config, run_tool
-from mmsparx.utils.cli import build_runner, prepare_device
+from mmsparx.apis import build_runner, prepare_device
 
 CONFIG_DIR = osp.join(ROOT, 'configs', 'rtdetr')
 CONFIGS = ['rtdetr_r18vd_72e_coco.py', 'rtdetr_r34vd_72e_coco.py',

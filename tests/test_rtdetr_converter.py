@@ -30,12 +30,12 @@ from rtdetr_reference import (RTDETR as OfficialRTDETR,  # noqa: E402
                               MSDeformableAttention, parameter_count,
                               randomize, sincos_embedding_official)
 
-from mmsparx.converters.detect import CheckpointError  # noqa: E402
+from mmsparx.fileio import CheckpointError  # noqa: E402
 from mmsparx.converters.rtdetr import (convert_rtdetr, layout,  # noqa: E402
                                        to_official)
 
 TOL = 1e-5
-TOOL = osp.join(ROOT, 'tools', 'convert', 'rtdetr.py')
+TOOL = osp.join(ROOT, 'tools', 'model_converters', 'rtdetr.py')
 R18_BASE = osp.join(ROOT, 'configs', 'rtdetr', '_base_', 'rtdetr_r18vd.py')
 
 
@@ -325,7 +325,7 @@ def test_converted_backbone_file_loads_through_init_cfg(tmp_path):
     torch.save({k[len('backbone.'):]: v for k, v in ref.state_dict().items()
                 if k.startswith('backbone.')}, src)
     from mmsparx.models.backbones import PResNet
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'convert'))
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'model_converters'))
     try:
         import rtdetr as tool
     finally:
@@ -437,7 +437,7 @@ def test_cli_refuses_r34_into_r18_config(files):
 
 
 def test_cli_errors_in_one_paragraph(files, tmp_path, capsys):
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'convert'))
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'model_converters'))
     try:
         import rtdetr as tool
     finally:

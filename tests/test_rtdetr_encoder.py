@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from mmsparx.models.layers.transformer.aifi import (AIFI, AIFILayer,
                                            sincos_position_embedding_2d)
-from mmsparx.models.layers.conv_norm import ConvNormAct, make_activation
+from mmsparx.models.layers.activations import build_activation
+from mmsparx.models.layers.conv_norm import ConvNormAct
 from mmsparx.models.layers.csp_rep_layer import CSPRepLayer, RepVGGBlock
 from mmsparx.models.necks.hybrid_encoder import HybridEncoder
 
@@ -289,10 +290,10 @@ def test_conv_norm_brick():
         'conv.weight', 'norm.bias', 'norm.num_batches_tracked',
         'norm.running_mean', 'norm.running_var', 'norm.weight']
     assert m(torch.randn(1, 4, 7, 7)).shape == (1, 6, 4, 4)
-    assert isinstance(make_activation('SiLU'), torch.nn.SiLU)
-    assert isinstance(make_activation(None), torch.nn.Identity)
+    assert isinstance(build_activation('SiLU'), torch.nn.SiLU)
+    assert isinstance(build_activation(None), torch.nn.Identity)
     with pytest.raises(ValueError, match='act must be'):
-        make_activation('swish')
+        build_activation('swish')
 
 
 # ----------------------------------------------------- whole encoder

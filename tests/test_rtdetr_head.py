@@ -13,7 +13,7 @@ from mmdet.registry import MODELS  # noqa: E402
 from mmdet.structures import DetDataSample  # noqa: E402
 from mmengine.structures import InstanceData  # noqa: E402
 
-from mmsparx.models.detectors import rtdetr_head  # noqa: E402
+from mmsparx.models.dense_heads import rtdetr_head  # noqa: E402
 from mmsparx.models.dense_heads.rtdetr_head import RTDETRHead  # noqa: E402
 
 TINY = dict(embed_dims=32, ffn_dims=64, num_heads=2, num_layers=2,

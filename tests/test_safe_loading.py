@@ -21,8 +21,8 @@ from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
 from torch import nn
 
-import mmsparx.fileio.checkpoint as checkpoint_module
-from mmsparx.fileio.checkpoint import (LoadReport, load_checkpoint_file,
+import mmsparx.fileio.reading as checkpoint_module
+from mmsparx.fileio import (LoadReport, load_checkpoint_file,
                                 load_checkpoint_with_ignored, load_state_dict,
                                 state_dict_of)
 from mmsparx.fileio.restricted_unpickle import ForeignObject

@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from mmsparx.models.backbones import SparXMamba
-from mmsparx.models.layers import common
-from mmsparx.models.layers.common import (_NormPointwiseFn, _PointwiseFn,
-                                          PointwiseConv)
+from mmsparx.models.layers import pointwise
+from mmsparx.models.layers.pointwise import _NormPointwiseFn, PointwiseConv, _PointwiseFn
 
 TINY = dict(depths=(1, 2, 3, 2), channels=(16, 32, 48, 64), stem='v2',
             strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0))
@@ -216,4 +215,4 @@ def test_pointwise_train_dtype():
     with torch.no_grad():
         assert conv._train_dtype(x) is None
     assert conv._train_dtype(x.double()) is None
-    assert common.FOLD_WEIGHT_GRAD_PIXELS == 14 * 14
+    assert pointwise.FOLD_WEIGHT_GRAD_PIXELS == 14 * 14

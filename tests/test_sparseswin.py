@@ -44,7 +44,7 @@ def test_public_setting_has_the_authors_parameter_count():
 
 
 def test_converter_round_trips_the_public_layout_with_a_strict_load():
-    from mmsparx.fileio.checkpoint import load_state_dict
+    from mmsparx.fileio import load_state_dict
     official = authors_state_dict()
     converted = convert_sparseswin(official)
     model = build_classifier('sparseswin')
@@ -397,7 +397,7 @@ def test_wrong_checkpoints_are_refused_with_the_reason(tmp_path):
 
 
 def test_convert_tool_writes_a_strictly_loaded_file(tmp_path):
-    from tools.convert.sparseswin import convert_file
+    from tools.model_converters.sparseswin import convert_file
     torch.save(authors_state_dict(), tmp_path / 'authors.pt')
     summary = convert_file(str(tmp_path / 'authors.pt'),
                            str(tmp_path / 'ours.pth'))

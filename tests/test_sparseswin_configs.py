@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 
 from conftest import ROOT, load_test_config
-from mmsparx.utils.cli import build_runner, prepare_device
+from mmsparx.apis import build_runner, prepare_device
 
 CONFIGS = osp.join(ROOT, 'configs', 'sparseswin')
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import SPARTAN_TINY as TINY
 from conftest import official_state_dict
-from mmsparx.fileio.checkpoint import load_state_dict
+from mmsparx.fileio import load_state_dict
 from mmsparx.converters import convert_spartan, is_spartan_layout
 from mmsparx.converters.spartan import arch_name, infer_arch, layer_plan
 from mmsparx.models.backbones import SpaRTAN
@@ -55,7 +55,7 @@ def test_model_table_flops_match_the_spec_and_the_paper(capsys):
     """tools/analysis_tools/model_table.py, which states its counting mode: the
     spec's fvcore figures (eval: T 0.818 G at 224; train, the paper's
     convention: XT 0.836 G at 256) to 0.1 %, the paper's 0.83 G to 5 %."""
-    from tools.analysis.model_table import main
+    from tools.analysis_tools.model_table import main
     main(['spartan-t', '--input', '224', '224'])
     out = capsys.readouterr().out
     assert '(eval mode, 1 multiply-add = 1 FLOP)' in out
@@ -75,7 +75,7 @@ def test_model_table_flops_match_the_spec_and_the_paper(capsys):
 
 
 def test_benchmark_runs_spartan_and_the_baselines(capsys):
-    from tools.analysis.benchmark import main
+    from tools.analysis_tools.benchmark import main
     main(['spartan-xt', '--compare', 'mobilenet-v2', 'resnet-18',
           '--batch', '1', '--input', '64', '64', '--warmup', '0', '--runs',
           '1', '--device', 'cpu', '--json'])
@@ -404,7 +404,7 @@ def test_convert_tool_and_pretrained_init_cfg(tmp_path):
     official = official_state_dict(KEY_FILES['t'])
     src = tmp_path / 'spartan_t_authors.pth'
     torch.save({'epoch': 299, 'model': official}, src)
-    from tools.convert.spartan import main
+    from tools.model_converters.spartan import main
     main([str(src), str(tmp_path / 'converted.pth')])
     saved = torch.load(tmp_path / 'converted.pth', weights_only=True)
     assert saved['meta']['arch'] == 't'
@@ -424,7 +424,7 @@ def test_convert_tool_and_pretrained_init_cfg(tmp_path):
     torch.save({'state_dict': {'conv1.weight': torch.zeros(1)}}, other)
     # The CLI turns these into one line on stderr and exit status 1
     # (tests/test_wrong_checkpoints.py); the errors themselves:
-    from tools.convert.spartan import convert_file
+    from tools.model_converters.spartan import convert_file
     with pytest.raises(ValueError, match="not in the authors' SpaRTAN"):
         convert_file(str(other), str(tmp_path / 'out.pth'))
     with pytest.raises(ValueError, match='refusing to overwrite'):
@@ -460,7 +460,7 @@ def test_convert_tool_handles_other_sizes(tmp_path, capsys):
     flat['linear.bias'] = torch.zeros(10)
     src = tmp_path / 'custom.pth'
     torch.save({'model': flat}, src)
-    from tools.convert.spartan import main
+    from tools.model_converters.spartan import main
     main([str(src), str(tmp_path / 'out.pth')])
     out = capsys.readouterr().out
     assert "arch={'channels': (8, 16, 24, 32)" in out

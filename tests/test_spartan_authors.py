@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from conftest import official_shapes
-from mmsparx.fileio.checkpoint import load_state_dict
+from mmsparx.fileio import load_state_dict
 from mmsparx.converters.spartan import convert_spartan, infer_arch
 from mmsparx.models.backbones import SpaRTAN
 

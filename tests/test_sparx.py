@@ -195,7 +195,7 @@ def test_converter_round_trips_the_authors_layout(variant):
     official = official_state_dict(f'sparx_mamba_{variant}')
     converted = convert_sparx_mamba(official)
     model = build_classifier(f'sparx-mamba-{variant}')
-    from mmsparx.fileio.checkpoint import load_state_dict
+    from mmsparx.fileio import load_state_dict
     assert load_state_dict(model, converted, strict=True).ok
     own = model.state_dict()
     # Every authors' tensor arrives unchanged at its new name.
@@ -214,7 +214,7 @@ def test_convert_tool_and_pretrained_init_cfg(tmp_path):
     official = official_state_dict('sparx_mamba_t')
     src = tmp_path / 'sparx_mamba_tiny_in1k.pth'
     torch.save(official, src)
-    from tools.convert.sparx_mamba import main
+    from tools.model_converters.sparx_mamba import main
     main([str(src), str(tmp_path / 'converted.pth')])
     for checkpoint in (src, tmp_path / 'converted.pth'):
         backbone = SparXMamba('t', init_cfg=dict(

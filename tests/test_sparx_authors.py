@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from mmsparx.archs.sparx import arch_from_authors, layer_signature
-from mmsparx.fileio.checkpoint import load_state_dict
+from mmsparx.fileio import load_state_dict
 from mmsparx.converters.loading import load_backbone
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba, infer_arch,
                                             is_official_layout)
 from mmsparx.models.backbones import SparXMamba
 from mmsparx.models.layers.dmca import LEARNED_SCALE_INIT, channel_shuffle
 from mmsparx.ops import available_backends
-from tools.analysis.sparx_parity import (FIXTURES, TOLERANCE, build,
+from tools.analysis_tools.sparx_parity import (FIXTURES, TOLERANCE, build,
                                          converted_state, differences)
 
 NAMES = ['cls_tiny_like', 'cls_small_like', 'det_tiny_like', 'seg_tiny_like']
@@ -81,7 +81,7 @@ def test_arch_is_read_off_the_file(name):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_convert_tool_output_reproduces_the_authors_outputs(name, tmp_path):
-    from tools.convert.sparx_mamba import convert_file
+    from tools.model_converters.sparx_mamba import convert_file
     src = tmp_path / f'{name}.pth'
     data = fixture(name)
     torch.save(data['state_dict'], src)
@@ -113,7 +113,7 @@ def test_init_cfg_loads_the_authors_file_and_reproduces(name, tmp_path):
     model = build(data, init_cfg=dict(type='Pretrained',
                                       checkpoint=str(src)))
     backbone = model.backbone if name.startswith('cls') else model
-    report = load_backbone(backbone, str(src), *backbone.checkpoint_format())
+    report = load_backbone(backbone, str(src))
     assert not report.missing and not report.unexpected
     assert not report.mismatched
     if name.startswith('cls'):

@@ -24,7 +24,7 @@ from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from torch import Tensor, nn
 
-from mmsparx.converters.detect import CheckpointError
+from mmsparx.fileio import CheckpointError
 from mmsparx.converters.sparx_mamba import (convert_backbone_key,
                                             is_official_layout)
 
@@ -176,7 +176,7 @@ def test_files_in_both_formats_load_with_load_checkpoint(built, tmp_path):
 
 
 def test_mmsparx_load_state_dict_reads_the_authors_file(built):
-    from mmsparx.fileio.checkpoint import load_state_dict
+    from mmsparx.fileio import load_state_dict
     model, state = built(ADE[0])
     wipe(model)
     assert load_state_dict(model, state, strict=True).ok
@@ -209,7 +209,7 @@ def test_other_variant_names_the_variant(built):
 
 
 def test_convert_tool_writes_a_file_that_loads_strictly(built, tmp_path):
-    from tools.convert.sparx_mamba import main
+    from tools.model_converters.sparx_mamba import main
     model, state = built(COCO[0])
     src, dst = str(tmp_path / 'coco.pth'), str(tmp_path / 'mmsparx.pth')
     torch.save({'state_dict': state, 'meta': {'epoch': 12}}, src)
@@ -241,7 +241,7 @@ def small_coco(coco_root, tmp_path_factory) -> Tuple[dict, str, dict]:
 
 
 def test_load_from_through_a_runner(small_coco, tmp_path):
-    from mmsparx.utils.cli import build_runner, prepare_device
+    from mmsparx.apis import build_runner, prepare_device
     options, checkpoint, state = small_coco
     cfg = load_test_config(config_path(COCO[0]), options, tmp_path)
     cfg.load_from = checkpoint

@@ -16,7 +16,7 @@ from torch import nn
 
 from mmsparx.models.backbones import SparXMamba, SparXSwin
 from mmsparx.models.layers import SS2D
-from mmsparx.models.layers.common import LayerScale
+from mmsparx.models.layers.bricks import LayerScale
 
 SMALL = dict(depths=(1, 1, 3, 1), channels=(48, 96, 192, 288), stem='v1',
              strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0))

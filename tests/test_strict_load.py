@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import DEMO_DET, ROOT, coco_options, load_test_config
 
-from mmsparx.utils.cli import build_runner, prepare_device
-from mmsparx.converters.detect import CheckpointError
+from mmsparx.apis import build_runner, prepare_device
+from mmsparx.fileio import CheckpointError
 from tools import test as test_tool
 from tools import train as train_tool
 

@@ -12,7 +12,7 @@ from mmengine.hooks import Hook
 
 from conftest import (DEMO_DET, DEMO_SEG, ROOT, as_cli, coco_options,
                       free_port, load_test_config, run_tool)
-from mmsparx.utils.cli import build_runner, prepare_device
+from mmsparx.apis import build_runner, prepare_device
 
 
 def make_runner(config, options, work_dir, launcher='none'):

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import official_shapes, run_tool
 
-from mmsparx.converters.detect import CheckpointError, detect_checkpoint
+from mmsparx.converters.detect import detect_checkpoint
+from mmsparx.fileio import CheckpointError
 from mmsparx.converters.sparseswin import convert_sparseswin
 from mmsparx.converters.spartan import convert_spartan, is_spartan_layout
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,

@@ -9,9 +9,9 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmsparx.utils.cli import (add_common_args, build_runner, load_config,  # noqa
-                         prepare_device, refusals_exit)
-from mmsparx.engine.optimizers.cpu_amp import enable_amp  # noqa: E402  (registers its wrapper)
+from mmsparx.apis import build_runner, prepare_device, refusals_exit  # noqa: E402
+from mmsparx.utils.cli import add_common_args, load_config  # noqa: E402
+from mmsparx.engine.optimizers.cpu_amp import enable_amp  # noqa: E402
 from mmsparx.utils.launch_guard import guard_launch  # noqa: E402
 from mmsparx.utils.runtime import finish_distributed  # noqa: E402
 

@@ -3,9 +3,9 @@ by the backbone (what to build) and the converter (what a file holds)."""
 from __future__ import annotations
 
 import copy
-from typing import Dict, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
-from mmsparx.archs.common import lookup
+from mmsparx.archs.common import lookup, named_variant
 
 CONV_TYPES = ('F', 'D')  # Table VIII: full / depthwise, chosen per stage
 
@@ -53,3 +53,33 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return merged
 
 
+def arch_from_state(state: Mapping[str, Any]) -> dict:
+    """The ``SpaRTAN`` arch dict (channels, depths, expand_ratios,
+    conv_types) that a backbone state dict in mmsparx's layout (keys
+    without ``backbone.``) was made with, read off its shapes."""
+    channels, depths, ratios, types = [], [], [], []
+    for stage in range(4):
+        prefix = f'stages.{stage}.blocks.'
+        blocks = {int(k[len(prefix):].split('.')[0]) for k in state
+                  if k.startswith(prefix)}
+        if not blocks:
+            raise ValueError(f'no blocks for stage {stage + 1}: not a '
+                             'SpaRTAN state dict')
+        first = f'{prefix}0.'
+        dim = state[first + 'scale_1'].shape[1]
+        hidden = state[first + 'cmixer.theta.weight'].shape[0]
+        channels.append(int(dim))
+        depths.append(len(blocks))
+        ratio = hidden / dim
+        ratios.append(int(ratio) if ratio == int(ratio) else ratio)
+        depthwise = state[first + 'smixer.h_conv.conv.weight'].shape[1] == 1
+        types.append('D' if depthwise else 'F')
+    return dict(channels=tuple(channels), depths=tuple(depths),
+                expand_ratios=tuple(ratios), conv_types=tuple(types))
+
+
+def arch_name(arch: dict) -> Optional[str]:
+    """'xt' / 't' when ``arch`` (read off a file, or a backbone's resolved
+    arch with its activations and layer scale) is one of Table I's
+    variants, else None."""
+    return named_variant(arch, ARCH_SETTINGS, ARCH_DEFAULTS)

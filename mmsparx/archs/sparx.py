@@ -3,7 +3,8 @@ backbones (what to build) and the converters (what a file holds)."""
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Mapping, Sequence, Union
+import re
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mmsparx.archs.common import lookup
 from mmsparx.archs.sparx_connections import connection_plan, ganglion_indices
@@ -128,3 +129,86 @@ SWIN_ARCH_SETTINGS: Dict[str, dict] = {
                  mlp_ratio=3.375),
 }
 SWIN_DEFAULTS = dict(ARCH_DEFAULTS, window_size=7)
+
+
+# -- reading an arch back from a file's tensor shapes -------------------------
+def arch_from_shapes(shapes: Mapping[str, tuple]) -> Tuple[dict, dict]:
+    """(arch dict, backbone kwargs) that build the model whose backbone
+    tensors (mmsparx keys, without ``backbone.``) have ``shapes``: depths,
+    widths, stem, ganglion layers and the window their input counts imply,
+    reducers, layer scale, ratios, output norms and whether DMCA's scale
+    is learned."""
+    blocks = {}
+    for key in shapes:
+        match = re.match(r'stages\.(\d)\.blocks\.(\d+)\.', key)
+        if match:
+            blocks.setdefault(int(match.group(1)), set()).add(
+                int(match.group(2)))
+    if sorted(blocks) != [0, 1, 2, 3]:
+        raise ValueError('not a SparX-Mamba state dict: it needs blocks in '
+                         f'4 stages, found stages {sorted(blocks)}')
+    depths, channels, ganglia, windows, srs, scales = [], [], [], [], [], []
+    for i in range(4):
+        pre = f'stages.{i}.blocks.'
+        depths.append(max(blocks[i]) + 1)
+        dim = shapes[pre + '0.pos_embed.weight'][0]
+        channels.append(dim)
+        found = sorted(j for j in blocks[i]
+                       if pre + f'{j}.op.in_proj.d_norm.weight' in shapes)
+        ganglia.append(found)
+        inputs = [shapes[pre + f'{j}.op.in_proj.d_norm.weight'][0] // dim
+                  for j in found]
+        windows.append(_window(depths[i], found, inputs, i > 0))
+        reducer = [shapes[k][-1] - 1 for k in shapes
+                   if k.startswith(pre) and k.endswith('in_proj.q.0.0.weight')]
+        srs.append(reducer[0] if reducer else
+                   (1 if found else ARCH_DEFAULTS['sr_ratios'][i]))
+        scales.append(any(k.startswith(pre) and k.endswith('in_proj.scale')
+                          for k in shapes))
+    first = 'stages.0.blocks.0.'
+    strides, starts, explicit = [], [], False
+    for depth, found in zip(depths, ganglia):
+        stride = found[1] - found[0] if len(found) > 1 else 1
+        start = found[0] if found else None
+        explicit |= ganglion_indices(depth, stride, start) != found
+        strides.append(stride)
+        starts.append(start)
+    arch = dict(
+        depths=tuple(depths), channels=tuple(channels),
+        stem='v2' if 'stem.6.weight' in shapes else 'v1',
+        strides=tuple(strides), ganglion_start=tuple(starts),
+        window=tuple(windows), sr_ratios=tuple(srs),
+        layer_scale=tuple(f'stages.{i}.blocks.0.layerscale_1.weight' in shapes
+                          for i in range(4)),
+        d_state=shapes[first + 'op.A_logs'][1],
+        ssm_ratio=shapes[first + 'op.conv2d.weight'][0] / channels[0],
+        mlp_ratio=shapes[first + 'mlp.fc1.weight'][0] / channels[0])
+    if explicit:
+        arch['ganglia'] = tuple(tuple(g) for g in ganglia)
+    outs = tuple(sorted(int(k.split('.')[1]) for k in shapes
+                        if re.match(r'out_norms\.\d\.weight$', k)))
+    kwargs = dict(dmca_scale='learned' if any(scales) else 'input',
+                  out_indices=outs or (3, ))
+    return arch, kwargs
+
+
+def _window(depth: int, ganglia: List[int], inputs: List[int],
+            stage_input: bool) -> int:
+    """The smallest M whose connection plan gives each ganglion layer the
+    number of inputs its d_norm was built for (M = 3 when any fits)."""
+    for window in [ARCH_DEFAULTS['window']] + list(range(0, depth + 1)):
+        plan = connection_plan(depth, ganglia, window, stage_input)
+        if [len(plan[j]) for j in ganglia] == inputs:
+            return window
+    raise ValueError(f'no window M gives the ganglion layers {ganglia} '
+                     f'their {inputs} inputs: not a SparX-Mamba state dict')
+
+
+def arch_name(arch: dict) -> Optional[str]:
+    """'tiny' / 'small' / 'base' when ``arch`` builds exactly that variant's
+    layers, else None."""
+    mine = layer_signature(arch)
+    for name in ARCH_SETTINGS:
+        if layer_signature(name) == mine:
+            return name
+    return None

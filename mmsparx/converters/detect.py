@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from torch import Tensor
 
 from mmsparx.archs.sparseswin import ARCH_DEFAULTS as SPARSESWIN_DEFAULTS
+from mmsparx.archs.sparseswin import arch_name as sparseswin_arch_name
 from mmsparx.archs.spartan import ARCH_DEFAULTS as SPARTAN_DEFAULTS
+from mmsparx.archs.spartan import arch_name as spartan_arch_name
 from mmsparx.archs.sparx import ARCH_DEFAULTS as SPARX_DEFAULTS
+from mmsparx.archs.sparx import arch_name as sparx_arch_name
 from mmsparx.archs.sparx import SWIN_ARCH_SETTINGS, layer_signature
+from mmsparx.fileio import CheckpointError
 
 # (family, layout, pattern on a backbone key without 'backbone.'). The
 # patterns are disjoint between families except that SparseSwin files hold
@@ -70,13 +74,6 @@ FAMILIES: Dict[str, Family] = {
 # Backbone classes (their MRO is searched, so subclasses count) -> family.
 CLASS_FAMILIES = {'SparXSwin': 'SparX-Swin', 'SparXMamba': 'SparX-Mamba',
                   'SpaRTAN': 'SpaRTAN', 'SparseSwin': 'SparseSwin'}
-
-
-class CheckpointError(ValueError, RuntimeError):
-    """A checkpoint that cannot be used as asked; the message is one
-    paragraph naming the problem and the fix. A ValueError (bad input) and
-    a RuntimeError (what the loaders raised before), so callers of either
-    kind keep working."""
 
 
 @dataclass
@@ -206,36 +203,24 @@ def detect_checkpoint(state: Mapping[str, Tensor]) -> CheckpointInfo:
     return info
 
 
-def _read_sparx_mamba(state, layout) -> Tuple[dict, Optional[str], dict]:
-    from mmsparx.converters.sparx_mamba import arch_name, infer_arch
-    arch, kwargs = infer_arch(state)
-    scale = {'dmca_scale': 'learned'} \
-        if kwargs['dmca_scale'] == 'learned' else {}
-    return arch, arch_name(arch), scale
-
-
-def _read_spartan(state, layout) -> Tuple[dict, Optional[str], dict]:
-    from mmsparx.converters.spartan import arch_name, infer_arch
-    arch = infer_arch(state)
-    return arch, arch_name(arch), {}
-
-
-def _read_sparseswin(state, layout) -> Tuple[dict, Optional[str], dict]:
-    from mmsparx.converters.sparseswin import arch_name, infer_arch, official_view
-    if layout != 'authors':
-        state = official_view(state)
-    arch, img_size, _ = infer_arch(state)
-    kwargs = {} if img_size == (224, 224) else {'img_size': img_size}
-    return arch, arch_name(arch), kwargs
-
-
 def _read_sparx_swin(state, layout) -> Tuple[dict, Optional[str], dict]:
     arch = sparx_swin_arch(state)
     return arch, sparx_swin_name(arch), {}
 
 
-_READERS = {'SparX-Mamba': _read_sparx_mamba, 'SpaRTAN': _read_spartan,
-            'SparseSwin': _read_sparseswin, 'SparX-Swin': _read_sparx_swin}
+# family -> reader(backbone state, layout) -> (arch, variant, kwargs). The
+# family converters register theirs (they convert an authors' layout first);
+# importing any mmsparx.converters module imports them all.
+_READERS: Dict[str, Callable] = {'SparX-Swin': _read_sparx_swin}
+
+
+def register_reader(family: str) -> Callable[[Callable], Callable]:
+    """Decorator: ``reader(state, layout) -> (arch, variant, kwargs)``
+    tells :func:`detect_checkpoint` the arch of a ``family`` file."""
+    def register(reader: Callable) -> Callable:
+        _READERS[family] = reader
+        return reader
+    return register
 
 
 def sparx_swin_arch(state: Mapping[str, Tensor]) -> dict:
@@ -283,23 +268,8 @@ def describe_model(model) -> CheckpointInfo:
     return info
 
 
-def _sparx_mamba_name(arch: dict) -> Optional[str]:
-    from mmsparx.converters.sparx_mamba import arch_name
-    return arch_name(arch)
-
-
-def _spartan_name(arch: dict) -> Optional[str]:
-    from mmsparx.converters.spartan import arch_name
-    return arch_name(arch)
-
-
-def _sparseswin_name(arch: dict) -> Optional[str]:
-    from mmsparx.converters.sparseswin import arch_name
-    return arch_name(arch)
-
-
-_NAMERS = {'SparX-Mamba': _sparx_mamba_name, 'SpaRTAN': _spartan_name,
-           'SparseSwin': _sparseswin_name, 'SparX-Swin': sparx_swin_name}
+_NAMERS = {'SparX-Mamba': sparx_arch_name, 'SpaRTAN': spartan_arch_name,
+           'SparseSwin': sparseswin_arch_name, 'SparX-Swin': sparx_swin_name}
 
 
 def same_model(family: str, file_arch: dict, model_arch: dict) -> bool:

@@ -13,14 +13,14 @@ from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from torch import Tensor, nn
 
-from mmsparx.fileio.checkpoint import (UNSAFE_ENV, LoadReport, fit_problems,
-                                load_checkpoint_file, load_state_dict,
-                                state_dict_of)
-
-from mmsparx.converters.detect import (CheckpointError, CheckpointInfo, describe_model,
-                     detect_checkpoint, family_mismatch, model_family,
-                     not_convertible,
-                     same_model, tensors_of, unknown_model, variant_mismatch)
+from mmsparx.converters.detect import (CheckpointInfo, describe_model,
+                                       detect_checkpoint, family_mismatch,
+                                       model_family, not_convertible,
+                                       same_model, tensors_of, unknown_model,
+                                       variant_mismatch)
+from mmsparx.fileio import (UNSAFE_ENV, CheckpointError, LoadReport,
+                            fit_problems, load_checkpoint_file,
+                            load_state_dict, state_dict_of)
 
 # What a damaged or foreign file makes torch.load raise.
 _READ_ERRORS = (RuntimeError, EOFError, KeyError, ValueError,
@@ -118,9 +118,13 @@ def split_prefix(state: Dict[str, Tensor], prefix: str
 def check_family(filename: str, info: CheckpointInfo,
                  backbone: nn.Module) -> None:
     """Refuse a file of another known family by name (before converting:
-    a converter would fail on the first key it has no rule for)."""
+    a converter would fail on the first key it has no rule for). A backbone
+    that starts from another family's weights lists the families it reads
+    in ``accepted_families`` (SparseSwin: its own and Swin-T)."""
     mine = model_family(backbone)
-    if info.family is not None and mine is not None and info.family != mine:
+    accepted = getattr(backbone, 'accepted_families', (mine, ))
+    if info.family is not None and mine is not None and \
+            info.family not in accepted:
         raise CheckpointError(family_mismatch(filename, info, backbone))
 
 
@@ -143,56 +147,81 @@ def misfit(filename: str, info: CheckpointInfo, backbone: nn.Module,
 
 
 def require_fit(backbone: nn.Module, state: Dict[str, Tensor], source: str,
-                info: CheckpointInfo, logger='current') -> None:
+                info: CheckpointInfo, logger='current',
+                may_be_missing: Optional[Callable[[str], bool]] = None
+                ) -> None:
     """Raise :class:`CheckpointError` (another family by name, else why
     the file does not fit; the full key lists to the log) unless ``state``
-    fills ``backbone``: every key but those it ``may_be_missing``, each at
-    its shape."""
+    fills ``backbone``: every key but those it ``may_be_missing`` (by
+    default the backbone's own rule), each at its shape. A backbone with
+    an ``explain_misfit(source, info, problems)`` words the reason."""
     from mmengine.logging import print_log
-    may_be_missing = getattr(backbone, 'may_be_missing',
-                             lambda key: key.startswith('out_norms.'))
+    if may_be_missing is None:
+        may_be_missing = getattr(backbone, 'may_be_missing',
+                                 lambda key: key.startswith('out_norms.'))
     problems = fit_problems(backbone, state, may_be_missing)
-    if problems.missing or problems.mismatched:
+    if problems.missing or problems.mismatched or (
+            problems.unexpected and hasattr(backbone, 'explain_misfit')):
         print_log(f'{type(backbone).__name__}: {source} does not fit: '
                   f'{problems.summary(limit=None)}', logger=logger,
                   level=logging.WARNING)
         check_family(source, info, backbone)
-        raise CheckpointError(misfit(source, info, backbone, problems))
+        explain = getattr(backbone, 'explain_misfit', None)
+        raise CheckpointError(
+            explain(source, info, problems) if explain is not None
+            else misfit(source, info, backbone, problems))
+
+
+def own_layout(backbone: nn.Module, state: Dict[str, Tensor],
+               info: CheckpointInfo, prefix: str
+               ) -> Tuple[Dict[str, Tensor], List[str],
+                          Callable[[str], bool]]:
+    """The usual way a file becomes a backbone's state: an authors'-layout
+    file converted with the backbone's ``checkpoint_format()``, then the
+    keys under ``prefix`` (or all keys of a bare backbone). Returns (state,
+    the file's keys left unused, the keys the backbone may lack)."""
+    convert, is_official = backbone.checkpoint_format()
+    if is_official(state):
+        state = convert(state)
+    state, unused = split_prefix(state, prefix)
+    return state, unused, backbone.may_be_missing
 
 
 def load_backbone(backbone: nn.Module, filename: str,
-                  convert: Optional[Callable[[Dict[str, Tensor]],
-                                             Dict[str, Tensor]]] = None,
-                  is_official: Optional[Callable] = None,
                   prefix: str = 'backbone.', logger='current') -> LoadReport:
-    """Load ``filename`` into ``backbone`` and report every key.
+    """Load ``filename`` into ``backbone`` and report every key: the one
+    route ``init_cfg=dict(type='Pretrained', ...)`` takes for every family.
 
-    An authors'-layout file is converted first. Keys under ``prefix`` (a
-    full classifier/detector checkpoint) or, if there are none, all keys
-    (a bare backbone) are used; the others (a classifier's head, a
-    detector's neck) are reported as unused. Keys the backbone says may be
-    missing (``may_be_missing``: output norms, ...) are fine. A file of
-    another family or variant, any other missing or mismatched key, and
-    what the backbone's ``check_checkpoint`` refuses raise
-    :class:`CheckpointError` before anything is copied, so a wrong
-    checkpoint never loads half-way silently.
+    The backbone turns the file into its state (``prepare_pretrained``,
+    else :func:`own_layout`): an authors'-layout file is converted; keys
+    under ``prefix`` (a full classifier/detector checkpoint) or, if there
+    are none, all keys (a bare backbone) are used and the others (a
+    classifier's head, a detector's neck) are reported as unused. Keys the
+    backbone says may be missing (output norms, modules a classifier file
+    cannot hold) are fine. A file of another family or variant, any other
+    missing or mismatched key, and what the backbone's
+    ``check_checkpoint`` refuses raise :class:`CheckpointError` before
+    anything is copied, so a wrong checkpoint never loads half-way
+    silently.
     """
     from mmengine.logging import print_log
     state = read_state_dict(filename)
     info = detect_checkpoint(state)
     check_family(filename, info, backbone)
-    if convert is not None and is_official is not None and is_official(state):
-        state = convert(state)
-    state, unused = split_prefix(state, prefix)
-    require_fit(backbone, state, filename, info, logger)
+    prepare = getattr(backbone, 'prepare_pretrained', None)
+    state, unused, may_be_missing = (
+        prepare(filename, state, info, prefix) if prepare is not None else
+        own_layout(backbone, state, info, prefix))
+    require_fit(backbone, state, filename, info, logger, may_be_missing)
     check = getattr(backbone, 'check_checkpoint', None)
     if check is not None:
         check(state)
     report = load_state_dict(backbone, state, strict=False, logger=logger)
     if unused:
         print_log(f'{type(backbone).__name__}: {len(unused)} keys of '
-                  f'{filename} outside {prefix!r} not used by the backbone: '
-                  + ', '.join(unused), logger=logger, level=logging.INFO)
+                  f'{filename} not used by the backbone (outside {prefix!r} '
+                  f'or not in its layout): ' + ', '.join(unused),
+                  logger=logger, level=logging.INFO)
     report.unused = unused
     return report
 

@@ -21,20 +21,21 @@ same rules for ``features.0..5``; its stage 4, norm and head are unused.
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from mmsparx.archs.common import named_variant
-from mmsparx.archs.sparseswin import ARCH_DEFAULTS, ARCH_SETTINGS
+from mmsparx.archs.sparseswin import arch_from_authors, arch_name
 
-from mmsparx.converters.detect import (CheckpointError, CheckpointInfo, describe_model,
-                     detect_checkpoint, detect_family, family_mismatch,
-                     refuse_other_family, same_model, unknown_model)
+from mmsparx.converters.detect import (CheckpointInfo, describe_model,
+                                       detect_family, family_mismatch,
+                                       refuse_other_family, register_reader,
+                                       same_model, unknown_model)
+from mmsparx.converters.loading import summarize
+from mmsparx.fileio import CheckpointError, LoadReport
 
 # (authors' block part, mmsparx block part)
 _BLOCK_PARTS: List[Tuple[str, str]] = [
@@ -257,12 +258,6 @@ def official_view(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return out
 
 
-def arch_name(arch: dict) -> Optional[str]:
-    """'tiny' when ``arch`` (read off a file: the SparTa heads there are
-    the public 16, or a backbone's resolved arch) is the public setting."""
-    return named_variant(arch, ARCH_SETTINGS, ARCH_DEFAULTS)
-
-
 def _swin_unused(key: str) -> bool:
     """Keys of a Swin-T file that SparseSwin replaces or recomputes: stage 4
     and the merging into it, the output norms, the attention masks."""
@@ -279,24 +274,21 @@ def is_official_layout(state_dict: Dict[str, Tensor]) -> bool:
         return False
 
 
-def load_sparseswin(backbone: nn.Module, filename: str,
-                    prefix: str = 'backbone.', logger='current'):
-    """Load ``filename`` (any layout of :func:`detect_layout`) into a
-    :class:`SparseSwin` / :class:`SparseSwinDense` and report every key.
+def pretrained_state(backbone: nn.Module, filename: str,
+                     state: Dict[str, Tensor], info: CheckpointInfo,
+                     prefix: str) -> Tuple[Dict[str, Tensor], List[str],
+                                Callable[[str], bool]]:
+    """(state, unused keys, keys it may lack) for a :class:`SparseSwin` /
+    :class:`SparseSwinDense` loading a file of any layout of
+    :func:`detect_layout` (its ``prepare_pretrained`` for
+    :func:`mmsparx.converters.loading.load_backbone`).
 
     A Swin-T file fills the patch embedding and stages 1-3 only (what the
     authors start from); a classifier file leaves the dense-only modules as
-    initialised. Anything else missing, unexpected or of the wrong shape
-    raises before a single tensor is copied.
+    initialised.
     """
-    from mmengine.logging import print_log
-
-    from mmsparx.fileio.checkpoint import LoadReport, load_state_dict
-
-    from mmsparx.converters.loading import read_state_dict
-    state = _strip_module(read_state_dict(filename))
-    info = detect_checkpoint(state)
     check_model_family(filename, info, backbone)
+    state = _strip_module(state)
     layout = info.layout
     unused: List[str] = []
     if layout == 'authors':
@@ -316,24 +308,7 @@ def load_sparseswin(backbone: nn.Module, filename: str,
     unused += [k for k in state if k.startswith(DENSE_ONLY)
                and k not in backbone.state_dict()]
     state = {k: v for k, v in state.items() if k not in unused}
-    own = backbone.state_dict()
-    problems = LoadReport(
-        missing=[k for k in own if k not in state and not k.startswith(fresh)],
-        unexpected=[k for k in state if k not in own],
-        mismatched=[(k, tuple(v.shape), tuple(own[k].shape))
-                    for k, v in state.items()
-                    if k in own and v.shape != own[k].shape])
-    if not problems.ok:  # checked before anything is copied
-        raise CheckpointError(misfit_message(filename, info, backbone,
-                                             problems, logger))
-    report = load_state_dict(backbone, state, strict=False, logger=None)
-    kept = report.missing
-    print_log(
-        f'{type(backbone).__name__}: loaded {len(report.loaded)} keys from '
-        f'{filename} ({layout} layout); initialised, not in the file: '
-        f'{_summary(kept)}; unused from the file: {_summary(unused)}',
-        logger=logger)
-    return report
+    return state, unused, lambda key: key.startswith(fresh)
 
 
 def check_model_family(filename: str, info: CheckpointInfo,
@@ -350,15 +325,10 @@ def check_model_family(filename: str, info: CheckpointInfo,
 
 
 def misfit_message(filename: str, info: CheckpointInfo, backbone: nn.Module,
-                   problems, logger) -> str:
+                   problems: LoadReport) -> str:
     """One paragraph for a SparseSwin file that does not fit the backbone's
-    arch / img_size; the key lists go to the log."""
-    from mmengine.logging import print_log
-
-    from mmsparx.converters.loading import summarize
+    arch / img_size (its ``explain_misfit``; the key lists are logged)."""
     name = type(backbone).__name__
-    print_log(f'{name}: {filename} does not fit: {problems}', logger=logger,
-              level=logging.WARNING)
     return (f'checkpoint {filename} ({info.layout} layout) does not fit '
             f'{name}: {summarize(problems)}. Check that arch and img_size '
             f'match the checkpoint{_variant_hint(info, backbone)} (the '
@@ -380,49 +350,14 @@ def _variant_hint(info: CheckpointInfo, backbone: nn.Module) -> str:
             f'{img[0] if img[0] == img[1] else img}')
 
 
-def _summary(keys: List[str]) -> str:
-    """'sparta.* (24), norm.* (2)': keys grouped by their first name."""
-    if not keys:
-        return 'none'
-    groups: Dict[str, int] = {}
-    for key in keys:
-        head = key.split('.')[0]
-        groups[head] = groups.get(head, 0) + 1
-    return ', '.join(f'{k}.* ({n})' for k, n in groups.items())
+infer_arch = arch_from_authors  # (arch, img_size, num_classes) of a file
 
 
-def infer_arch(state_dict: Dict[str, Tensor], sparta_heads: int = 16
-               ) -> Tuple[dict, Tuple[int, int], Optional[int]]:
-    """(arch dict, img_size, num_classes) of an authors' state dict
-    (num_classes None without ``fc_out``, e.g. a backbone read by
-    :func:`official_view`). The SparTa head count leaves no trace in the
-    weights: pass it (16 in the public setting)."""
-    state = _strip_module(state_dict)
-    depths, heads = [], []
-    for index in (1, 3, 5):
-        blocks = {int(m.group(1)) for k in state for m in [re.match(
-            rf'^swin_model\.{index}\.(\d+)\.', k)] if m}
-        depths.append(len(blocks))
-        heads.append(state[f'swin_model.{index}.0.attn.'
-                           'relative_position_bias_table'].shape[1])
-    table = state['swin_model.1.0.attn.relative_position_bias_table']
-    lin_t = state['step4.convert_token.lin_t.weight']
-    side = math.isqrt(lin_t.shape[1])
-    if side * side != lin_t.shape[1]:
-        raise ValueError(f'lin_t takes {lin_t.shape[1]} positions, not a '
-                         'square grid; give img_size yourself')
-    token_dims = state['step4.convert_token.convert.weight'].shape[0]
-    arch = dict(
-        embed_dims=state['swin_model.0.0.weight'].shape[0],
-        depths=tuple(depths), num_heads=tuple(heads),
-        window_size=(math.isqrt(table.shape[0]) + 1) // 2,
-        patch_size=state['swin_model.0.0.weight'].shape[-1],
-        num_tokens=lin_t.shape[0], token_dims=token_dims,
-        sparta_depth=len({k.split('.')[2] for k in state
-                          if k.startswith('step4.mha.')}),
-        sparta_heads=sparta_heads,
-        mlp_ratio=state['step4.mlp.0.fc1.weight'].shape[0] / token_dims,
-        qkv_bias='step4.mha.0.qkv.bias' in state)
-    img = side * arch['patch_size'] * 4
-    head = state.get('fc_out.weight')
-    return arch, (img, img), None if head is None else head.shape[0]
+@register_reader('SparseSwin')
+def _read(state: Dict[str, Tensor], layout: str
+          ) -> Tuple[dict, Optional[str], dict]:
+    if layout != 'authors':
+        state = official_view(state)
+    arch, img_size, _ = infer_arch(state)
+    kwargs = {} if img_size == (224, 224) else {'img_size': img_size}
+    return arch, arch_name(arch), kwargs

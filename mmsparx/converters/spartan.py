@@ -23,10 +23,10 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from torch import Tensor
 
-from mmsparx.archs.common import named_variant
-from mmsparx.archs.spartan import ARCH_DEFAULTS, ARCH_SETTINGS
+from mmsparx.archs.spartan import arch_from_state, arch_name
 
-from mmsparx.converters.detect import is_layout, refuse_other_family
+from mmsparx.converters.detect import (is_layout, refuse_other_family,
+                                       register_reader)
 
 _BLOCK_PARTS = r'(smixer|cmixer|norm_1|norm_2|scale_1|scale_2)'
 
@@ -41,7 +41,7 @@ def is_spartan_layout(state_dict: Mapping[str, Tensor]) -> bool:
 def unwrap(checkpoint: Mapping) -> Dict[str, Tensor]:
     """The state dict inside an authors' ``{'model': ...}`` file (or an
     mmengine ``{'state_dict': ...}`` one); a plain state dict as it is."""
-    from mmsparx.fileio.checkpoint import state_dict_of
+    from mmsparx.fileio import state_dict_of
     return state_dict_of(checkpoint)
 
 
@@ -141,29 +141,11 @@ def infer_arch(checkpoint: Mapping) -> dict:
     if is_spartan_layout(state):
         state = {k[len('backbone.'):]: v for k, v in
                  convert_spartan(state).items() if k.startswith('backbone.')}
-    channels, depths, ratios, types = [], [], [], []
-    for stage in range(4):
-        prefix = f'stages.{stage}.blocks.'
-        blocks = {int(k[len(prefix):].split('.')[0]) for k in state
-                  if k.startswith(prefix)}
-        if not blocks:
-            raise ValueError(f'no blocks for stage {stage + 1}: not a '
-                             'SpaRTAN state dict')
-        first = f'{prefix}0.'
-        dim = state[first + 'scale_1'].shape[1]
-        hidden = state[first + 'cmixer.theta.weight'].shape[0]
-        channels.append(int(dim))
-        depths.append(len(blocks))
-        ratio = hidden / dim
-        ratios.append(int(ratio) if ratio == int(ratio) else ratio)
-        depthwise = state[first + 'smixer.h_conv.conv.weight'].shape[1] == 1
-        types.append('D' if depthwise else 'F')
-    return dict(channels=tuple(channels), depths=tuple(depths),
-                expand_ratios=tuple(ratios), conv_types=tuple(types))
+    return arch_from_state(state)
 
 
-def arch_name(arch: dict) -> Optional[str]:
-    """'xt' / 't' when ``arch`` (read off a file, or a backbone's resolved
-    arch with its activations and layer scale) is one of Table I's
-    variants, else None."""
-    return named_variant(arch, ARCH_SETTINGS, ARCH_DEFAULTS)
+@register_reader('SpaRTAN')
+def _read(state: Dict[str, Tensor], layout: str
+          ) -> Tuple[dict, Optional[str], dict]:
+    arch = infer_arch(state)
+    return arch, arch_name(arch), {}

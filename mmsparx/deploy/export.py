@@ -36,7 +36,7 @@ def restored_default_scope() -> Iterator[None]:
 
 def default_shape(cfg, scope: str, model: nn.Module) -> Tuple[int, int]:
     """The deployment size a config implies."""
-    from mmsparx.model_zoo.complexity import CONVENTIONS, classifier_input
+    from mmsparx.apis.model import CONVENTIONS, classifier_input
     if scope == 'mmpretrain':
         return classifier_input(cfg)
     if scope == 'mmdet':
@@ -49,7 +49,7 @@ def default_shape(cfg, scope: str, model: nn.Module) -> Tuple[int, int]:
 def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
     """Every key of the model from ``checkpoint``, or a refusal: an export
     of a half-loaded model would ship random weights without a word."""
-    from mmsparx.fileio.checkpoint import (load_checkpoint_file, load_state_dict,
+    from mmsparx.fileio import (load_checkpoint_file, load_state_dict,
                                     state_dict_of)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
@@ -104,7 +104,7 @@ def prepare(config: str, checkpoint: Optional[str],
     ``config`` (with ``cfg_options`` merged), loaded from ``checkpoint``
     (None: initial weights, for timing only). Sets the config's default
     scope (see :func:`restored_default_scope`)."""
-    from mmsparx.model_zoo.complexity import load_model
+    from mmsparx.apis import load_model
 
     if not osp.isfile(config):
         raise FileNotFoundError(f'config {config} does not exist.')

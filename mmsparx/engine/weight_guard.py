@@ -108,7 +108,7 @@ def forward_losses(model: torch.nn.Module, data_batch) -> Dict[str, float]:
 
 def _load_weights(model: torch.nn.Module, path: str) -> Optional[str]:
     """Load ``path``'s weights into ``model``; None, or why it cannot."""
-    from mmsparx.fileio.checkpoint import load_checkpoint_file, state_dict_of
+    from mmsparx.fileio import load_checkpoint_file, state_dict_of
     model = bare_model(model)
     try:
         state = state_dict_of(load_checkpoint_file(path, 'cpu'))

@@ -7,7 +7,7 @@ outright, which also throws away the tensors of files that merely carry a
 foreign object next to them (an omegaconf ``DictConfig`` saved next to the
 weights, a whole ``torch.save(model)``).
 
-This module is the fallback :mod:`mmsparx.fileio.checkpoint` uses for those files:
+This module is the fallback :mod:`mmsparx.fileio` uses for those files:
 a ``pickle_module`` for :func:`torch.load` whose unpickler resolves only
 allow-listed globals (torch's own, the user's, and the safe list the caller
 passes in) to the real objects. Every other class or function becomes an
@@ -93,7 +93,7 @@ def _is_foreign(obj: Any) -> bool:
         isinstance(obj, type) and issubclass(obj, ForeignObject))
 
 
-class _ForeignRecorder:
+class ForeignRecorder:
     """One restricted load: its placeholder classes, in order of first use.
 
     Also serves the few allow-listed names whose real function could be
@@ -154,7 +154,7 @@ class _ForeignRecorder:
                                                    state)
 
 
-def _restricted_globals(recorder: _ForeignRecorder,
+def _restricted_globals(recorder: ForeignRecorder,
                         safe_globals: Iterable[Any]) -> Dict[str, Any]:
     """Dotted name -> real object for everything the fallback may resolve:
     torch's own weights-only allow-list (tensor/storage rebuild functions,
@@ -180,7 +180,7 @@ def _restricted_globals(recorder: _ForeignRecorder,
     return allowed
 
 
-def _restricted_pickle_module(recorder: _ForeignRecorder,
+def restricted_pickle_module(recorder: ForeignRecorder,
                               safe_globals: Iterable[Any]
                               ) -> types.ModuleType:
     """A ``pickle_module`` for :func:`torch.load` that resolves only the
@@ -221,7 +221,7 @@ def _children(obj: Any) -> Iterator[Any]:
                     obj.foreign_items, obj.foreign_list)
 
 
-def _holds_tensor(root: Any) -> bool:
+def holds_tensor(root: Any) -> bool:
     """Whether any tensor was recovered (inside placeholders too)."""
     seen = set()
     stack = [root]
@@ -250,11 +250,11 @@ def _foreign_module_state(obj: Any) -> Optional[Mapping]:
     return None
 
 
-def _is_module(obj: Any) -> bool:
+def is_module(obj: Any) -> bool:
     return isinstance(obj, nn.Module) or _foreign_module_state(obj) is not None
 
 
-def _module_weights(module: Any, prefix: str = '',
+def module_weights(module: Any, prefix: str = '',
                     ancestors: Optional[set] = None
                     ) -> Dict[str, torch.Tensor]:
     """``module.state_dict()`` of a real or placeholder module, without
@@ -282,7 +282,7 @@ def _module_weights(module: Any, prefix: str = '',
             weights[f'{prefix}{name}'] = value.detach()
     for name, child in state['_modules'].items():
         if child is not None:
-            weights.update(_module_weights(child, f'{prefix}{name}.',
+            weights.update(module_weights(child, f'{prefix}{name}.',
                                            ancestors))
     ancestors.discard(id(module))
     return weights

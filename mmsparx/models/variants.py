@@ -88,7 +88,6 @@ def build_image_classifier(backbone: dict, in_channels: int,
                                type='GlobalAveragePooling')) -> nn.Module:
     """mmpretrain's ``ImageClassifier`` around any backbone config, built
     in mmpretrain's scope whatever scope the caller is in."""
-    import mmsparx  # noqa: F401  registers the mmsparx backbones
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmpretrain'):

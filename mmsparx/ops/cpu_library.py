@@ -20,7 +20,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-_NO_ACT = 0  # ``_ACTS[None]`` in models/layers/common.py
+_NO_ACT = 0  # ``KERNEL_CODES[None]`` in models/layers/activations.py
 _registered: list = []
 
 

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from mmsparx.ops.cross_scan import cross_merge, cross_scan
 from mmsparx.ops.scan_choice import fused_pays
-from mmsparx.ops.selective_scan import (_cpu_kernel, _export_depth, resolve_backend,
-                             selective_scan)
+from mmsparx.ops import kernels
+from mmsparx.ops.selective_scan import resolve_backend, selective_scan
 
 
 def directional(t: Tensor, height: int, width: int) -> Tensor:
@@ -39,13 +39,13 @@ class _FusedCrossScan(torch.autograd.Function):
     def forward(ctx, x, low, weight, A, B, C, D, delta_bias, softplus, h, w):
         ctx.save_for_backward(x, low, weight, A, B, C, D, delta_bias)
         ctx.args = (softplus, h, w)
-        return _cpu_kernel().cross_forward(x, low, weight, A, B, C, D,
+        return kernels.cpu_kernel().cross_forward(x, low, weight, A, B, C, D,
                                            delta_bias, softplus, h, w)
 
     @staticmethod
     def backward(ctx, grad):
         x, low, weight, A, B, C, D, delta_bias = ctx.saved_tensors
-        gx, graw, gA, gB, gC, gD, gbias = _cpu_kernel().cross_backward(
+        gx, graw, gA, gB, gC, gD, gbias = kernels.cpu_kernel().cross_backward(
             grad.contiguous(), x, low, weight, A, B, C, D, delta_bias,
             *ctx.args)
         # raw delta = weight @ low per direction: two matmuls give the rest.
@@ -81,7 +81,7 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     b, d, h, w = x.shape
     out_dtype = out_dtype or x.dtype
     length = h * w
-    name = None if torch.jit.is_tracing() or _export_depth[0] else \
+    name = None if torch.jit.is_tracing() or kernels.exporting() else \
         resolve_backend(x.device, backend)
     if name == 'triton':
         from mmsparx.ops.triton_cross_scan import triton_cross_selective_scan

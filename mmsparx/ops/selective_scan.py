@@ -29,8 +29,6 @@ multiplies many decays together and half precision loses it.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 from typing import Optional, Tuple
 
@@ -38,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmsparx.ops import kernels
+from mmsparx.ops.kernels import onnx_export_mode  # noqa: F401  (public here)
 from mmsparx.ops.scan_doubling import selective_scan_doubling
 
 BACKENDS = ('mamba_ssm', 'triton', 'fused_cpu', 'chunked', 'doubling',
@@ -67,32 +67,6 @@ def _triton_fn():
     return selective_scan_triton
 
 
-_cpu_kernel_cache: list = []
-
-
-def _cpu_kernel():
-    """The compiled CPU scan: the AVX2 build where the CPU has AVX2 (torch
-    reports it), else the portable one; None when neither was built.
-    While ``torch.compile`` traces, the same functions as ``torch.library``
-    ops (``cpu_library.py``), which keep the graph whole."""
-    if torch.compiler.is_compiling():
-        return _cpu_kernel_cache[1]
-    if not _cpu_kernel_cache:
-        names = ['_scan_cpu']
-        if torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'):
-            names.insert(0, '_scan_cpu_avx2')
-        module = None
-        for name in names:
-            try:
-                module = importlib.import_module(f'mmsparx.ops.{name}')
-                break
-            except ImportError:
-                continue
-        from mmsparx.ops.cpu_library import compiled_kernels
-        _cpu_kernel_cache.extend([module, compiled_kernels(module)])
-    return _cpu_kernel_cache[0]
-
-
 def available_backends(device: str | torch.device = 'cpu') -> Tuple[str, ...]:
     """The backends that can run on ``device`` here, fastest first."""
     found = []
@@ -101,7 +75,7 @@ def available_backends(device: str | torch.device = 'cpu') -> Tuple[str, ...]:
         found.append('mamba_ssm')
     if kind == 'cuda' and _triton_fn() is not None:
         found.append('triton')
-    if kind == 'cpu' and _cpu_kernel() is not None:
+    if kind == 'cpu' and kernels.cpu_kernel() is not None:
         found.append('fused_cpu')
     found += ['chunked', 'doubling']
     if kind == 'cpu' and os.environ.get('TRITON_INTERPRET') == '1' and \
@@ -141,23 +115,6 @@ def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
     return backend
 
 
-def _prepare(u, delta, A, B, delta_bias, delta_softplus):
-    """float32 u, A and discretisation step delta; checks B's groups."""
-    u, delta, A = u.float(), delta.float(), A.float()
-    if delta_bias is not None:
-        delta = delta + delta_bias.float()[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    _prepare_check(u, B)
-    return u, delta, A
-
-
-def _prepare_check(u: Tensor, B: Tensor) -> None:
-    if u.shape[1] % B.shape[1]:
-        raise ValueError(f'{u.shape[1]} channels cannot be split into '
-                         f'{B.shape[1]} groups of B and C')
-
-
 def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                              C: Tensor, D: Optional[Tensor] = None,
                              delta_bias: Optional[Tensor] = None,
@@ -165,7 +122,8 @@ def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     """The recurrence, one token at a time: slow, obviously right."""
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        u, delta, A = _prepare(u, delta, A, B, delta_bias, delta_softplus)
+        u, delta, A = kernels.prepare_scan_inputs(
+            u, delta, A, B, delta_bias, delta_softplus)
         per_group = u.shape[1] // B.shape[1]
         B = B.float().repeat_interleave(per_group, dim=1)
         C = C.float().repeat_interleave(per_group, dim=1)
@@ -220,7 +178,8 @@ def selective_scan_chunked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     """
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        u, delta, A = _prepare(u, delta, A, B, delta_bias, delta_softplus)
+        u, delta, A = kernels.prepare_scan_inputs(
+            u, delta, A, B, delta_bias, delta_softplus)
         b, d, length = u.shape
         n, groups = A.shape[1], B.shape[1]
         # (b, d, n, l) with the sequence last, where cumsum is fastest.
@@ -276,13 +235,13 @@ class _FusedCPUScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
         ctx.delta_softplus = delta_softplus
-        return _cpu_kernel().forward(u, delta, A, B, C, D, delta_bias,
+        return kernels.cpu_kernel().forward(u, delta, A, B, C, D, delta_bias,
                                      delta_softplus)
 
     @staticmethod
     def backward(ctx, grad):
         u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-        grads = _cpu_kernel().backward(grad.contiguous(), u, delta, A, B, C,
+        grads = kernels.cpu_kernel().backward(grad.contiguous(), u, delta, A, B, C,
                                        D, delta_bias, ctx.delta_softplus)
         gu, gdelta, gA, gB, gC, gD, gbias = grads
         return (gu, gdelta, gA, gB, gC, gD if D.numel() else None,
@@ -298,7 +257,7 @@ def _selective_scan_fused_cpu(u, delta, A, B, C, D, delta_bias,
         return empty if t is None else t.float().contiguous()
 
     with torch.autocast('cpu', enabled=False):
-        _prepare_check(u, B)
+        kernels.check_groups(u, B)
         y = _FusedCPUScan.apply(f32(u), f32(delta), f32(A), f32(B), f32(C),
                                 f32(D), f32(delta_bias), delta_softplus)
     return y.to(dtype)
@@ -335,22 +294,6 @@ class SelectiveScanOp(torch.autograd.Function):
                            'train without torch.jit.trace.')
 
 
-_export_depth = [0]
-
-
-@contextlib.contextmanager
-def onnx_export_mode():
-    """Inside, every selective scan (traced or not) runs as
-    :func:`selective_scan_doubling`: standard ONNX operators only, with no
-    data-dependent choice (the ``chunked`` backend's chunk size reads the
-    data) and no kernel call baked into the traced graph."""
-    _export_depth[0] += 1
-    try:
-        yield
-    finally:
-        _export_depth[0] -= 1
-
-
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                    C: Tensor, D: Optional[Tensor] = None,
                    delta_bias: Optional[Tensor] = None,
@@ -364,7 +307,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
         raise ValueError(
             'selective_scan expects u (b, d, l), A (d, n), B/C (b, g, n, l); '
             f'got u {tuple(u.shape)}, A {tuple(A.shape)}, B {tuple(B.shape)}')
-    if _export_depth[0]:
+    if kernels.exporting():
         return selective_scan_doubling(u, delta, A, B, C, D, delta_bias,
                                        delta_softplus)
     if torch.jit.is_tracing():
@@ -375,4 +318,4 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                                  delta_softplus)
 
 
-_cpu_kernel()  # loaded (and its ops registered) before any tracing
+kernels.cpu_kernel()  # loaded (and its ops registered) before any tracing

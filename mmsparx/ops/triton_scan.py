@@ -250,10 +250,10 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                           delta_softplus: bool = False) -> Tensor:
     """The selective scan with the Triton kernels (same contract as
     ``selective_scan_reference``)."""
-    from mmsparx.ops.selective_scan import _prepare
+    from mmsparx.ops.kernels import prepare_scan_inputs
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        u, delta, A = _prepare(u, delta, A, B, delta_bias, delta_softplus)
+        u, delta, A = prepare_scan_inputs(u, delta, A, B, delta_bias, delta_softplus)
         y = scan_fwd(u.contiguous(), delta.contiguous(), A.contiguous(),
                      B.float().contiguous(), C.float().contiguous())
         if D is not None:

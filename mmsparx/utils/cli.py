@@ -139,19 +139,6 @@ def warn_missing_custom_imports(cfg: Config, path: str) -> bool:
 
 
 @contextlib.contextmanager
-def refusals_exit() -> Iterator[None]:
-    """A tool's refusal of its input (a checkpoint that does not fit the
-    model) as its one paragraph on stderr and exit status 2, instead of a
-    traceback that buries it."""
-    from mmsparx.converters.detect import CheckpointError
-    try:
-        yield
-    except CheckpointError as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-@contextlib.contextmanager
 def json_stdout(enabled: bool = True) -> Iterator[None]:
     """While active, everything written to stdout (Python prints, mmengine
     log lines, C-level output) goes to stderr, so that a ``--json`` tool's
@@ -179,25 +166,12 @@ def json_stdout(enabled: bool = True) -> Iterator[None]:
             os.close(saved_fd)
 
 
-def prepare_device(cfg: Config) -> List[str]:
-    """Adapt ``cfg`` to a CPU-only machine and start gloo if launched;
-    return the changes, for :func:`build_runner` to log."""
-    from mmsparx.utils.runtime import adapt_cfg_to_device, init_cpu_dist
-    distributed = cfg.launcher != 'none'
-    changes = adapt_cfg_to_device(cfg, distributed)
-    if distributed:
-        init_cpu_dist(cfg.launcher, cfg.env_cfg.dist_cfg.get('backend',
-                                                             'gloo'))
-    return changes
-
-
 def explain_build_error(err: KeyError, config: str) -> Optional[str]:
     """A fix for "X is not in the mmdet::model registry", or None."""
     match = _MISSING.search(str(err))
     if not match:
         return None
     name, scope, _ = match.groups()
-    import mmsparx  # noqa: F401  registers mmsparx's names to compare
     from mmsparx.registry import REGISTERED
     if name in REGISTERED:
         return (f"{config}: '{name}' is an mmsparx model, but mmsparx was not "
@@ -208,30 +182,3 @@ def explain_build_error(err: KeyError, config: str) -> Optional[str]:
             f'Check the spelling; if it comes from a plugin, import it with '
             f"custom_imports = dict(imports=['<plugin>'], "
             f'allow_failed_imports=False).')
-
-
-def build_runner(cfg: Config, config_path: str,
-                 device_changes: Sequence[str] = (),
-                 partial_load: bool = False):
-    """``Runner.from_cfg`` (or the config's ``runner_type``) with the
-    registry error rewritten into the fix; logs ``device_changes``. The
-    runner refuses a checkpoint that does not fill its model unless
-    ``partial_load`` (see :func:`mmsparx.fileio.checkpoint.require_whole_model`).
-    """
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    try:
-        if 'runner_type' in cfg:
-            runner = RUNNERS.build(cfg)
-        else:
-            runner = Runner.from_cfg(cfg)
-    except KeyError as err:
-        hint = explain_build_error(err, config_path)
-        if hint is None:
-            raise
-        raise MissingImportError(hint) from err
-    for change in device_changes:
-        runner.logger.info(f'no CUDA: {change}')
-    from mmsparx.fileio.checkpoint import guard_runner_loading
-    guard_runner_loading(runner, partial_load)
-    return runner

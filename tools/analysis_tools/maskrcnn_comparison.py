@@ -60,14 +60,14 @@ def parse_args() -> argparse.Namespace:
 def backbone_params(config: str) -> float:
     """Millions of backbone parameters, as built from the config."""
     import mmsparx  # noqa: F401  (registers the backbones)
-    from mmsparx.model_zoo.complexity import load_model
+    from mmsparx.apis import load_model
     model = load_model(osp.join(ROOT, config))[0]
     return sum(p.numel() for p in model.backbone.parameters()) / 1e6
 
 
 def run(name: str, args: argparse.Namespace) -> None:
     config = RUNS[name][0]
-    command = [sys.executable, osp.join(ROOT, 'tools', 'demo.py'),
+    command = [sys.executable, osp.join(ROOT, 'tools', 'misc', 'demo.py'),
                '--config', config, '--data-root', args.data_root,
                '--work-dir', osp.join(args.work_root, name)]
     print('[compare] ' + ' '.join(command), flush=True)

@@ -31,7 +31,7 @@ from torch import nn  # noqa: E402
 
 from mmsparx.archs.sparx import arch_from_authors  # noqa: E402
 from mmsparx.utils.cli import json_stdout  # noqa: E402
-from mmsparx.fileio.checkpoint import load_state_dict  # noqa: E402
+from mmsparx.fileio import load_state_dict  # noqa: E402
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,  # noqa
                                             infer_arch)
 

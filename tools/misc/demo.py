@@ -118,7 +118,7 @@ def _config(config: str, options: list, work_dir: str):
 def evaluate(config: str, checkpoint: str, work_dir: str,
              options: list) -> dict:
     """Run the COCO metric on the val split in this process."""
-    from mmsparx.utils.cli import build_runner, prepare_device
+    from mmsparx.apis import build_runner, prepare_device
     cfg = _config(config, options, work_dir)
     cfg.load_from = checkpoint
     cfg.launcher = 'none'

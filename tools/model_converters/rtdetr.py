@@ -32,8 +32,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mmsparx.fileio.checkpoint import fit_problems  # noqa: E402
-from mmsparx.converters.detect import CheckpointError  # noqa: E402
+from mmsparx.fileio import fit_problems  # noqa: E402
+from mmsparx.fileio import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, exit_with,
                                         load_strictly,

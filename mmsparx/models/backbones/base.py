@@ -93,9 +93,8 @@ class FourStageBackbone(FreezeMixin, BaseModule):
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             from mmsparx.converters.loading import load_backbone
-            convert, is_authors_layout = self.checkpoint_format()
             prefix = cfg.get('prefix', 'backbone.')
-            load_backbone(self, cfg['checkpoint'], convert, is_authors_layout,
+            load_backbone(self, cfg['checkpoint'],
                           prefix=prefix if prefix.endswith('.') else
                           prefix + '.')
             self._is_init = True

@@ -239,11 +239,27 @@ class SparseSwin(FreezeMixin, BaseModule):
         finally:
             self.init_cfg = cfg
         if pretrained:
-            from mmsparx.converters.sparseswin import load_sparseswin
+            from mmsparx.converters.loading import load_backbone
             prefix = cfg.get('prefix', 'backbone.')
-            load_sparseswin(self, cfg['checkpoint'],
-                            prefix=prefix if prefix.endswith('.')
-                            else prefix + '.')
+            load_backbone(self, cfg['checkpoint'],
+                          prefix=prefix if prefix.endswith('.')
+                          else prefix + '.')
+
+    # -- how load_backbone reads a file into this backbone -----------------
+    # Swin-T files are what the authors start from: they fill stages 1-3.
+    accepted_families = ('SparseSwin', 'Swin')
+
+    def prepare_pretrained(self, filename: str, state: dict, info,
+                           prefix: str):
+        """(state, unused keys, keys it may lack) from a file of any
+        SparseSwin or Swin-T layout."""
+        from mmsparx.converters.sparseswin import pretrained_state
+        return pretrained_state(self, filename, state, info, prefix)
+
+    def explain_misfit(self, filename: str, info, problems) -> str:
+        """Why a SparseSwin file does not fit: arch or img_size."""
+        from mmsparx.converters.sparseswin import misfit_message
+        return misfit_message(filename, info, self, problems)
 
     def new_module_prefixes(self) -> Tuple[str, ...]:
         """Keys a classifier checkpoint cannot hold (dense-only modules)."""

@@ -1,7 +1,7 @@
 """SpaRTAN: Spatial Reinforcement Token-based Aggregation Network.
 
-Stem (two 3x3/s2 ConvBNAct, stride 4) -> 4 stages of SpaRTAN blocks with a
-2x2/s2 ConvBNAct downsample before stages 2-4 (Table I, spec 2) -> one
+Stem (two 3x3/s2 conv-BN-act, stride 4) -> 4 stages of SpaRTAN blocks with a
+2x2/s2 conv-BN-act downsample before stages 2-4 (Table I, spec 2) -> one
 optional norm per output. Channels first; outputs at strides 4, 8, 16, 32.
 
 Beyond the authors' classifier (one size, no multi-scale outputs):
@@ -23,16 +23,18 @@ from torch import Tensor, nn
 from mmsparx.archs.spartan import resolve_arch
 from mmsparx.converters.spartan import convert_spartan, is_spartan_layout
 
-from mmsparx.models.layers import ConvBNAct, LayerNorm2d, SpaRTANBlock
+from mmsparx.models.layers import ConvNormAct, LayerNorm2d, SpaRTANBlock
+from mmsparx.models.layers.spartan import spartan_conv
 from mmsparx.models.backbones.base import BlockStage, FourStageBackbone
 
 
-class Downsample(ConvBNAct):
+class Downsample(ConvNormAct):
     """Non-overlapping patch embedding: 2x2/s2 conv, BN, act; odd maps are
     zero-padded at the bottom/right so no row or column is dropped."""
 
     def __init__(self, in_channels: int, out_channels: int, act: str):
-        super().__init__(in_channels, out_channels, 2, stride=2, act=act)
+        super().__init__(in_channels, out_channels, 2, stride=2, act=act,
+                         padding=0, eps=1e-6, inplace=False)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -102,10 +104,10 @@ class SpaRTAN(FourStageBackbone):
         self.norm_eval = norm_eval
         self.channels = channels
         self.stem = nn.Sequential(
-            ConvBNAct(3, channels[0] // 2, 3, 2, 1,
-                      act=self.arch['stem_act']),
-            ConvBNAct(channels[0] // 2, channels[0], 3, 2, 1,
-                      act=self.arch['stem_act']))
+            spartan_conv(3, channels[0] // 2, 3, 2, 1,
+                         act=self.arch['stem_act']),
+            spartan_conv(channels[0] // 2, channels[0], 3, 2, 1,
+                         act=self.arch['stem_act']))
         self.downsamples = nn.ModuleList([nn.Identity()] + [
             Downsample(channels[i - 1], channels[i],
                        self.arch['downsample_act']) for i in range(1, 4)])

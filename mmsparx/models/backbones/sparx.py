@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from mmsparx.archs.sparx import (ALIASES, ARCH_DEFAULTS, ARCH_SETTINGS,
                                  resolve_arch, stage_ganglia)
 from mmsparx.archs.sparx_connections import STAGE_INPUT, connection_plan
-from mmsparx.converters.detect import CheckpointError
+from mmsparx.fileio import CheckpointError
 from mmsparx.converters.loading import rename_authors_keys
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,
                                             is_official_layout)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmsparx.models.layers.conv_norm import ConvNormAct, make_activation
+from mmsparx.models.layers.activations import build_activation
+from mmsparx.models.layers.conv_norm import ConvNormAct
 
 
 def fuse_conv_bn(branch: ConvNormAct) -> Tuple[Tensor, Tensor]:
@@ -44,7 +45,7 @@ class RepVGGBlock(nn.Module):
         self.out_channels = out_channels
         self.conv1 = ConvNormAct(in_channels, out_channels, 3)
         self.conv2 = ConvNormAct(in_channels, out_channels, 1)
-        self.act = make_activation(act)
+        self.act = build_activation(act, inplace=True)
         self.deploy = False
 
     def forward(self, x: Tensor) -> Tensor:

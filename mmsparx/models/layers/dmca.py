@@ -23,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmsparx.models.layers.common import DepthwiseConv, GroupNorm, PointwiseConv
+from mmsparx.models.layers.depthwise import DepthwiseConv
+from mmsparx.models.layers.norms import GroupNorm
+from mmsparx.models.layers.pointwise import PointwiseConv
 
 
 def spatial_reducer(dim: int, ratio: int) -> nn.Module:

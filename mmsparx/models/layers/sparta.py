@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from mmsparx.models.layers.common import DropPath
+from mmsparx.models.layers.bricks import DropPath
 
 
 class SparseTokenConverter(nn.Module):

@@ -25,48 +25,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmsparx.models.layers.common import DropPath
-
-ACTIVATIONS = {'GELU': nn.GELU, 'SiLU': nn.SiLU, 'ReLU': nn.ReLU}
 from mmsparx.archs.spartan import CONV_TYPES
+from mmsparx.models.layers.activations import build_activation
+from mmsparx.models.layers.bricks import DropPath
+from mmsparx.models.layers.conv_norm import ConvNormAct
 
 
-def make_act(name: Optional[str]) -> nn.Module:
-    """``'GELU'``, ``'SiLU'``, ``'ReLU'`` or None (identity)."""
-    if name is None:
-        return nn.Identity()
-    if name not in ACTIVATIONS:
-        raise ValueError(f'unknown activation {name!r}; use one of '
-                         f'{sorted(ACTIVATIONS)} or None')
-    return ACTIVATIONS[name]()
+def spartan_conv(in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int = 1, padding: int = 0, dilation: int = 1,
+                 groups: int = 1, norm: bool = True,
+                 act: Optional[str] = 'GELU') -> ConvNormAct:
+    """SpaRTAN's conv -> BN -> activation: BN eps 1e-6, explicit padding,
+    activations not in place (as the authors' ``ConvBN``)."""
+    return ConvNormAct(in_channels, out_channels, kernel_size, stride, act,
+                       padding, dilation, groups, norm, eps=1e-6,
+                       inplace=False)
 
 
 def global_avg_pool(x: Tensor) -> Tensor:
     """GAP as adaptive pooling (not ``mean``): FLOP counters (fvcore,
     mmengine) price it, as in the spec's figures."""
     return F.adaptive_avg_pool2d(x, 1)
-
-
-class ConvBNAct(nn.Module):
-    """Conv (no bias) -> BatchNorm (eps 1e-6) -> activation.
-
-    ``norm=False`` and ``act=None`` leave a bare conv (the low-frequency
-    branch's first dilated conv); its key is still ``conv.weight``.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 stride: int = 1, padding: int = 0, dilation: int = 1,
-                 groups: int = 1, norm: bool = True,
-                 act: Optional[str] = 'GELU'):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                              padding, dilation, groups, bias=False)
-        self.norm = nn.BatchNorm2d(out_channels, eps=1e-6) if norm else \
-            nn.Identity()
-        self.act = make_act(act)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.norm(self.conv(x)))
 
 
 class SqueezeExcite(nn.Module):
@@ -112,13 +91,13 @@ class SMixer(nn.Module):
         groups = inner if depthwise else 1
         self.proj_in = nn.Conv2d(dim, inner, 1)
         self.gamma = nn.Parameter(torch.full((1, inner, 1, 1), 1e-5))
-        self.h_conv = ConvBNAct(inner, inner, 3, padding=1, groups=groups,
-                                act=act)
+        self.h_conv = spartan_conv(inner, inner, 3, padding=1, groups=groups,
+                                   act=act)
         self.l_conv = nn.Sequential(
-            ConvBNAct(inner, inner, 3, padding=2, dilation=2, groups=groups,
-                      norm=False, act=None),
-            ConvBNAct(inner, inner, 3, padding=2, dilation=2, groups=groups,
-                      act=act))
+            spartan_conv(inner, inner, 3, padding=2, dilation=2,
+                         groups=groups, norm=False, act=None),
+            spartan_conv(inner, inner, 3, padding=2, dilation=2,
+                         groups=groups, act=act))
         self.h_attn = SqueezeExcite(inner, inner // 4)
         self.l_attn = SqueezeExcite(inner, inner // 4)
         self.proj_out = nn.Conv2d(2 * inner, dim, 1)
@@ -205,11 +184,12 @@ class WaveCMixer(nn.Module):
             raise ValueError(f'a D-stage CMixer groups n={hidden} channels '
                              f'by C={dim}; e must be a whole number')
         self.theta = nn.Conv2d(dim, hidden, 1)
-        self.theta_act = make_act(act)
+        self.theta_act = build_activation(act)
         self.proj = nn.Conv2d(dim, hidden, 1)
         self.complex = nn.Parameter(torch.randn(1, 1, 1, hidden // 2, 2))
-        self.conv = ConvBNAct(hidden, hidden, 3, padding=1,
-                              groups=dim if depthwise else hidden, act=act)
+        self.conv = spartan_conv(hidden, hidden, 3, padding=1,
+                                 groups=dim if depthwise else hidden,
+                                 act=act)
         self.attn = SqueezeExcite(hidden, dim // 4)
         self.proj_out = nn.Conv2d(hidden, dim, 1)
 

@@ -6,7 +6,10 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from mmsparx.models.layers.common import ConvFFN, DepthwiseConv, DropPath, GroupNorm, LayerScale
+from mmsparx.models.layers.bricks import DropPath, LayerScale
+from mmsparx.models.layers.depthwise import DepthwiseConv
+from mmsparx.models.layers.ffn import ConvFFN
+from mmsparx.models.layers.norms import GroupNorm
 
 
 class SparXBlock(nn.Module):

@@ -14,8 +14,9 @@ from torch import Tensor, nn
 
 from mmsparx.ops import cross_selective_scan
 
-from mmsparx.models.layers.common import (DepthwiseConv, GroupNorm, PointwiseConv,
-                     pointwise_then_depthwise)
+from mmsparx.models.layers.depthwise import DepthwiseConv, pointwise_then_depthwise
+from mmsparx.models.layers.norms import GroupNorm
+from mmsparx.models.layers.pointwise import PointwiseConv
 
 DIRECTIONS = 4
 

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from mmsparx.models.layers.conv_norm import make_activation
+from mmsparx.models.layers.activations import build_activation
 
 
 def sincos_position_embedding_2d(height: int, width: int,
@@ -84,7 +84,7 @@ class AIFILayer(nn.Module):
         self.norm2 = nn.LayerNorm(embed_dim)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
-        self.activation = make_activation(act)
+        self.activation = build_activation(act, inplace=True)
 
     def forward(self, src: Tensor, pos: Optional[Tensor] = None) -> Tensor:
         """src: [B, N, C]; pos: [1 or B, N, C] or None."""

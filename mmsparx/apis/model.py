@@ -1,0 +1,49 @@
+"""A model from a config, as the tools see it: the toolbox's default scope
+set, the model built through that toolbox's registry."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from torch import nn
+
+SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+# Detector type -> the input and FLOP unit its paper counts with.
+CONVENTIONS = {'RTDETR': dict(input=(640, 640), flops_per_mac=2)}
+
+
+def load_model(config: str, cfg_options: Optional[dict] = None
+               ) -> Tuple[nn.Module, str, object]:
+    """(model in eval mode, its default scope, the config with
+    ``cfg_options`` merged), no weights loaded: a pretrained file named in
+    the config need not exist."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'{config}: default_scope {scope!r} is not one of '
+                         "mmdet / mmseg / mmpretrain; the model zoo counts "
+                         "those toolboxes' models")
+    init_default_scope(scope)
+    model_cfg = cfg.model.copy()
+    if model_cfg.get('backbone') is not None:
+        model_cfg.backbone.init_cfg = None
+    model_cfg.pop('pretrained', None)
+    return MODELS.build(model_cfg).eval(), scope, cfg
+
+
+def classifier_input(cfg) -> Tuple[int, int]:
+    """The test pipeline's final crop (or resize) of a classifier config."""
+    size = None
+    for step in cfg.test_dataloader.dataset.pipeline:
+        value = step.get('crop_size') or (
+            step.get('scale') if step['type'] == 'Resize' else None)
+        if value is not None:
+            size = value
+    if size is None:
+        raise ValueError('no crop or resize in the test pipeline: give the '
+                         'input size (--input H W)')
+    return (size, size) if isinstance(size, int) else (size[1], size[0])
