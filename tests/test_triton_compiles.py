@@ -18,7 +18,7 @@ if os.environ.get('TRITON_INTERPRET') == '1':
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from mmsparx.ops import triton_cross_scan as cross  # noqa: E402
+from mmsparx.ops import triton_cross_kernels as kernels  # noqa: E402
 from mmsparx.ops import triton_scan as generic  # noqa: E402
 
 TARGET = GPUTarget('cuda', 90, 32)
@@ -49,17 +49,17 @@ FLAGS = dict(N=1, BD=16, T=64, HAS_BIAS=True, SOFTPLUS=True)
 @pytest.mark.parametrize('adjoint', [False, True])
 @pytest.mark.parametrize('cols_t', [True, False])
 def test_chunk_summaries(direction, adjoint, cols_t):
-    compile_kernel(cross._chunk_summary,
+    compile_kernel(kernels.chunk_summary,
                    dict(FLAGS, DIR=direction, ADJOINT=adjoint, COLS_T=cols_t),
                    HALF_INPUTS)
 
 
 @pytest.mark.parametrize('reverse', [False, True])
 def test_carry(reverse):
-    compile_kernel(cross._carry, dict(BD=128, REVERSE=reverse))
+    compile_kernel(kernels.carry, dict(BD=128, REVERSE=reverse))
 
 
-@pytest.mark.parametrize('kernel', ['_output', '_grads'])
+@pytest.mark.parametrize('kernel', ['output', 'grads'])
 @pytest.mark.parametrize('direction,variant', [
     (0, dict(HAS_D=True, HAS_ENTRY=True, COLS_T=True)),
     (3, dict(HAS_D=True, HAS_ENTRY=False, COLS_T=True)),
@@ -67,9 +67,9 @@ def test_carry(reverse):
     (1, dict(N=2, BD=8, T=32, HAS_BIAS=False, HAS_D=False, HAS_ENTRY=True,
              SOFTPLUS=False, COLS_T=True))])
 def test_output_and_gradients(kernel, direction, variant):
-    extra = dict(SEQ=False, NP=variant.get('N', 1)) if kernel == '_output' \
+    extra = dict(SEQ=False, NP=variant.get('N', 1)) if kernel == 'output' \
         else {}
-    compile_kernel(getattr(cross, kernel),
+    compile_kernel(getattr(kernels, kernel),
                    dict(FLAGS, DIR=direction, **variant, **extra),
                    HALF_INPUTS)
 
@@ -77,7 +77,7 @@ def test_output_and_gradients(kernel, direction, variant):
 @pytest.mark.parametrize('direction,variant', [
     (1, dict(N=1, HAS_ENTRY=True)), (2, dict(N=3, HAS_ENTRY=False))])
 def test_sequential_output(direction, variant):
-    compile_kernel(cross._output,
+    compile_kernel(kernels.output,
                    dict(FLAGS, DIR=direction, HAS_D=True, COLS_T=True,
                         SEQ=True, NP=4 if variant['N'] == 3 else 1,
                         **variant), HALF_INPUTS)
