@@ -7,8 +7,8 @@ import torch
 from mmengine.model import BaseModule
 from torch import nn
 
-from mmsparx.fileio import (LoadReport, load_checkpoint_file,
-                                load_state_dict, state_dict_of)
+from mmsparx.fileio import (LoadReport, load_checkpoint_file, load_state_dict,
+                            state_dict_of)
 
 
 def small_model():

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from mmsparx.models.layers import depthwise
-from mmsparx.models.layers.depthwise import DepthwiseConv, fold_batchnorm, pointwise_then_depthwise
+from mmsparx.models.layers.depthwise import (DepthwiseConv, fold_batchnorm,
+                                             pointwise_then_depthwise)
 from mmsparx.models.layers.ffn import ConvFFN
 from mmsparx.models.layers.pointwise import PointwiseConv
 from mmsparx.models.layers.dmca import DMCA

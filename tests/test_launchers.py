@@ -187,7 +187,8 @@ def test_killed_torchrun_leaves_no_worker(coco_root, tmp_path):
 def test_amp_trains_on_cpu_with_bfloat16(coco_root, tmp_path):
     from mmengine.config import Config
 
-    from mmsparx.engine.optimizers.cpu_amp import CpuBf16OptimWrapper, enable_amp
+    from mmsparx.engine.optimizers.cpu_amp import (CpuBf16OptimWrapper,
+                                                   enable_amp)
     cfg = Config(dict(optim_wrapper=dict(
         type='OptimWrapper', optimizer=dict(type='SGD', lr=0.1))))
     changes = enable_amp(cfg, cuda=False)

@@ -1,4 +1,5 @@
-"""``import mmsparx`` keeps freed C-heap memory for reuse (mmsparx.utils.malloc):
+"""``import mmsparx`` keeps freed C-heap memory for reuse
+(mmsparx.utils.malloc):
 large tensors come from the heap, not from fresh mappings faulted in anew
 on every training step."""
 import os

@@ -124,10 +124,8 @@ def test_variants_are_data():
     # Variant 'a' strides a bottleneck's first 1x1, 'd' its 3x3.
     a = PResNet(50, variant='a').res_layers[1].blocks[0]
     d = PResNet(50).res_layers[1].blocks[0]
-    assert (a.branch2a.conv.stride, a.branch2b.conv.stride) == ((2, 2),
-                                                                 (1, 1))
-    assert (d.branch2a.conv.stride, d.branch2b.conv.stride) == ((1, 1),
-                                                                 (2, 2))
+    assert (a.branch2a.conv.stride, a.branch2b.conv.stride) == ((2, 2), (1, 1))
+    assert (d.branch2a.conv.stride, d.branch2b.conv.stride) == ((1, 1), (2, 2))
 
 
 # --- forward ---------------------------------------------------------------

@@ -147,8 +147,8 @@ def logged(work_dir) -> list:
     return sorted((r['iter'], r['lr'], r['loss']) for r in rows if 'loss' in r)
 
 
-def test_exploding_step_is_refused_and_resume_takes_the_new_lr(coco8,
-                                                              tmp_path):
+def test_exploding_step_is_refused_and_resume_takes_the_new_lr(
+        coco8, tmp_path):
     # lr 1e6 behind a warm-up from 1e-10: step 1 is fine, step 2 writes
     # weights of ~1e4 while its losses are still finite.
     bad = {'optim_wrapper.optimizer.lr': 1e6,
@@ -193,8 +193,7 @@ def test_max_keep_ckpts_keeps_the_verified_checkpoint(coco8, tmp_path):
     message = str(info.value)
     assert message.startswith('non-finite loss at iteration 3 (epoch 1)')
     assert checkpoints(tmp_path) == ['iter_1.pth', 'iter_2.pth']
-    good, poisoned = str(tmp_path / 'iter_1.pth'), str(tmp_path /
-                                                      'iter_2.pth')
+    good, poisoned = str(tmp_path / 'iter_1.pth'), str(tmp_path / 'iter_2.pth')
     assert f'(it loads, and its forward on this batch gives finite ' \
         f'losses): {good} (newer ones fail: {poisoned}: its forward on ' \
         'this batch gives loss_cls = nan' in message

@@ -8,9 +8,8 @@ from torch import nn
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 
-from mmsparx.models.layers.transformer.denoising import (DenoisingQueries,
-                                                build_contrastive_denoising,
-                                                denoising_attn_mask)
+from mmsparx.models.layers.transformer.denoising import (
+    DenoisingQueries, build_contrastive_denoising, denoising_attn_mask)
 
 C = 4  # classes
 D = 8  # embedding width
@@ -215,7 +214,8 @@ def test_no_gt_or_no_budget_gives_none():
 
 
 def test_transformer_make_denoising():
-    from mmsparx.models.layers.transformer.rtdetr_transformer import RTDETRTransformer
+    from mmsparx.models.layers.transformer.rtdetr_transformer import \
+        RTDETRTransformer
     kw = dict(num_classes=C, embed_dims=16, in_channels=(16,), num_levels=1,
               num_heads=2, num_layers=1, ffn_dims=16, num_queries=3)
     model = RTDETRTransformer(num_denoising=10, **kw)

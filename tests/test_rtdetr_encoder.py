@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmsparx.models.layers.transformer.aifi import (AIFI, AIFILayer,
-                                           sincos_position_embedding_2d)
+from mmsparx.models.layers.transformer.aifi import (
+    AIFI, AIFILayer, sincos_position_embedding_2d)
 from mmsparx.models.layers.activations import build_activation
 from mmsparx.models.layers.conv_norm import ConvNormAct
 from mmsparx.models.layers.csp_rep_layer import CSPRepLayer, RepVGGBlock

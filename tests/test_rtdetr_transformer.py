@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from mmdet.models.layers.transformer import inverse_sigmoid
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_xyxy_to_cxcywh
 
-from mmsparx.models.layers.transformer.anchors import AnchorCache, generate_anchors
+from mmsparx.models.layers.transformer.anchors import (AnchorCache,
+                                                       generate_anchors)
 from mmsparx.models.layers.transformer.mlp import MLP
 from mmsparx.models.layers.transformer.rtdetr_decoder import RTDETRDecoderLayer
-from mmsparx.models.layers.transformer.rtdetr_transformer import RTDETRTransformer
+from mmsparx.models.layers.transformer.rtdetr_transformer import \
+    RTDETRTransformer
 
 C = 5
 TINY = dict(num_classes=C, embed_dims=32, in_channels=(8, 16, 8),
@@ -95,8 +97,8 @@ def test_anchors_at_640():
     want = [_logit(1.5 / 80), _logit(1.5 / 80), _logit(0.05), _logit(0.05)]
     assert torch.allclose(anchors[0, 81], torch.tensor(want), atol=1e-5)
     # Level 0, (x, y) = (2, 1): row-major, x fastest.
-    assert anchors[0, 82, 0].item() == pytest.approx(_logit(2.5 / 80),
-                                                      abs=1e-5)
+    assert anchors[0, 82, 0].item() == pytest.approx(
+        _logit(2.5 / 80), abs=1e-5)
     # Level 1, (0, 0): index 6400, centre 0.0125, size 0.1 (valid).
     want = [_logit(0.0125), _logit(0.0125), _logit(0.1), _logit(0.1)]
     assert torch.allclose(anchors[0, 6400], torch.tensor(want), atol=1e-5)

@@ -23,8 +23,8 @@ from torch import nn
 
 import mmsparx.fileio.reading as checkpoint_module
 from mmsparx.fileio import (LoadReport, load_checkpoint_file,
-                                load_checkpoint_with_ignored, load_state_dict,
-                                state_dict_of)
+                            load_checkpoint_with_ignored, load_state_dict,
+                            state_dict_of)
 from mmsparx.fileio.restricted_unpickle import ForeignObject
 
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from mmsparx.models.backbones import SparXMamba
 from mmsparx.models.layers import pointwise
-from mmsparx.models.layers.pointwise import _NormPointwiseFn, PointwiseConv, _PointwiseFn
+from mmsparx.models.layers.pointwise import (_NormPointwiseFn, PointwiseConv,
+                                             _PointwiseFn)
 
 TINY = dict(depths=(1, 2, 3, 2), channels=(16, 32, 48, 64), stem='v2',
             strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0))

@@ -242,7 +242,7 @@ def test_dense_gradients_reach_every_parameter():
     model = SparseSwinDense(SMALL, img_size=64, drop_path_rate=0.1).train()
     outs = model(torch.randn(2, 3, 45, 70))
     assert [tuple(o.shape[2:]) for o in outs] == [(12, 18), (6, 9), (3, 5),
-                                                 (2, 3)]
+                                                  (2, 3)]
     sum(o.pow(2).mean() for o in outs).backward()
     missing = [n for n, p in model.named_parameters()
                if p.grad is None or not torch.isfinite(p.grad).all()]

@@ -1,7 +1,5 @@
 """SpaRTAN: exact sizes and FLOPs, the wave CMixer's F_max gather and
 float32 modulation, backbone behaviour and the authors'-layout converter."""
-import json
-
 import pytest
 import torch
 
@@ -358,8 +356,8 @@ def test_convert_tool_and_pretrained_init_cfg(tmp_path):
     saved = torch.load(tmp_path / 'converted.pth', weights_only=True)
     assert saved['meta']['arch'] == 't'
     for checkpoint in (src, tmp_path / 'converted.pth'):
-        backbone = SpaRTAN('t', init_cfg=dict(type='Pretrained',
-                                               checkpoint=str(checkpoint)))
+        backbone = SpaRTAN(
+            't', init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
         backbone.init_weights()
         torch.testing.assert_close(backbone.stem[0].conv.weight,
                                    official['conv.0.conv.weight'])

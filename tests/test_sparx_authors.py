@@ -22,7 +22,7 @@ from mmsparx.models.backbones import SparXMamba
 from mmsparx.models.layers.dmca import LEARNED_SCALE_INIT, channel_shuffle
 from mmsparx.ops import available_backends
 from tools.analysis_tools.sparx_parity import (FIXTURES, TOLERANCE, build,
-                                         converted_state, differences)
+                                               converted_state, differences)
 
 NAMES = ['cls_tiny_like', 'cls_small_like', 'det_tiny_like', 'seg_tiny_like']
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])

@@ -59,8 +59,11 @@ def demo_state(coco_root, tmp_path_factory):
 def test_matching_file_is_tested(coco_root, demo_state, tmp_path):
     path = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': demo_state, 'meta': {}}, path)
-    test_tool.main([DEMO_DET, str(path), '--work-dir', str(tmp_path / 'w'),
-               *cli_options(coco_root)])
+    test_tool.main([
+        DEMO_DET,
+        str(path), '--work-dir',
+        str(tmp_path / 'w'), *cli_options(coco_root)
+    ])
     log = log_text(tmp_path / 'w')
     total = sum(not k.endswith('num_batches_tracked') for k in demo_state)
     assert f'checkpoint {path} fills all {total} keys of the MaskRCNN' in log
@@ -79,8 +82,10 @@ def test_random_dict_is_refused_then_partially_loaded(coco_root, demo_state,
     assert f'it would fill 0 of its {total} keys' in message, message
     assert 'holds 2 tensors (foo. 1, bar 1)' in message, message
     # The same file through training's load_from.
-    refusal(train_tool.main, [DEMO_DET, '--work-dir', str(tmp_path / 'b'),
-                               *cli_options(coco_root), f'load_from={path}'])
+    refusal(train_tool.main, [
+        DEMO_DET, '--work-dir',
+        str(tmp_path / 'b'), *cli_options(coco_root), f'load_from={path}'
+    ])
     assert not glob.glob(str(tmp_path / 'b' / '*.pth'))  # no step ran
     test_tool.main([DEMO_DET, str(path), '--partial-load', '--work-dir',
                     str(tmp_path / 'c'), *cli_options(coco_root)])

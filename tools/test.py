@@ -5,7 +5,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmsparx.apis import build_runner, prepare_device, refusals_exit  # noqa: E402
+from mmsparx.apis import (build_runner, prepare_device,  # noqa: E402
+                          refusals_exit)
 from mmsparx.utils.cli import add_common_args, load_config  # noqa: E402
 from mmsparx.utils.launch_guard import guard_launch  # noqa: E402
 from mmsparx.utils.runtime import finish_distributed  # noqa: E402

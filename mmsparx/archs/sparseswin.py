@@ -43,7 +43,8 @@ def arch_from_authors(state_dict: Mapping[str, Any], sparta_heads: int = 16
                       ) -> Tuple[dict, Tuple[int, int], Optional[int]]:
     """(arch dict, img_size, num_classes) of an authors' state dict
     (num_classes None without ``fc_out``, e.g. a backbone read by
-    :func:`mmsparx.converters.sparseswin.official_view`). The SparTa head count leaves no trace in the
+    ``official_view`` of :mod:`mmsparx.converters.sparseswin`). The SparTa
+    head count leaves no trace in the
     weights: pass it (16 in the public setting)."""
     state = dict(state_dict)
     if state and all(k.startswith('module.') for k in state):

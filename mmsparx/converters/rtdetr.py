@@ -29,8 +29,9 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from mmsparx.converters.detect import (FAMILIES, CheckpointError, detect_checkpoint,
-                     detect_family, tensors_of)
+from mmsparx.converters.detect import (FAMILIES, CheckpointError,
+                                       detect_checkpoint, detect_family,
+                                       tensors_of)
 
 # official prefix -> mmsparx prefix (a whole RTDETR detector)
 PREFIXES: Tuple[Tuple[str, str], ...] = (

@@ -274,10 +274,10 @@ def is_official_layout(state_dict: Dict[str, Tensor]) -> bool:
         return False
 
 
-def pretrained_state(backbone: nn.Module, filename: str,
-                     state: Dict[str, Tensor], info: CheckpointInfo,
-                     prefix: str) -> Tuple[Dict[str, Tensor], List[str],
-                                Callable[[str], bool]]:
+def pretrained_state(
+        backbone: nn.Module, filename: str, state: Dict[str, Tensor],
+        info: CheckpointInfo, prefix: str
+) -> Tuple[Dict[str, Tensor], List[str], Callable[[str], bool]]:
     """(state, unused keys, keys it may lack) for a :class:`SparseSwin` /
     :class:`SparseSwinDense` loading a file of any layout of
     :func:`detect_layout` (its ``prepare_pretrained`` for

@@ -1,7 +1,8 @@
 """Generated datasets (COCO, ADE20K and ImageNet formats) for tests and
 demos, checks of a config's data before launch, and ``CheckedCocoDataset``
 (registered in mmdet's ``DATASETS``)."""
-from mmsparx.datasets.generate import generate_ade20k, generate_coco, generate_imagenet
+from mmsparx.datasets.generate import (generate_ade20k, generate_coco,
+                                       generate_imagenet)
 
 __all__ = ['generate_coco', 'generate_ade20k', 'generate_imagenet',
            'register_datasets']

@@ -4,7 +4,8 @@ python -m mmsparx.datasets check CONFIG [--cfg-options ...] [--splits ...]"""
 import argparse
 import sys
 
-from mmsparx.datasets.generate import generate_ade20k, generate_coco, generate_imagenet
+from mmsparx.datasets.generate import (generate_ade20k, generate_coco,
+                                       generate_imagenet)
 
 PROG = 'python -m mmsparx.datasets'
 

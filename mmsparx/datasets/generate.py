@@ -21,7 +21,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from mmsparx.datasets.shapes import SHAPES, Shape, draw, hue_color, place_shapes, polygon_of
+from mmsparx.datasets.shapes import (SHAPES, Shape, draw, hue_color,
+                                     place_shapes, polygon_of)
 
 ADE_NUM_CLASSES = 150
 

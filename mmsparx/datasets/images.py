@@ -20,8 +20,8 @@ def _ends_like_jpeg(path: str) -> bool:
     return tail.endswith(_JPEG_EOI)
 
 
-def decode_problem(path: str) -> Tuple[Optional[str], Optional[Tuple[int,
-                                                                      int]]]:
+def decode_problem(path: str
+                   ) -> Tuple[Optional[str], Optional[Tuple[int, int]]]:
     """Fully decode ``path`` with PIL, truncation counted as an error;
     return ``(problem or None, (width, height) or None)``."""
     from PIL import Image, ImageFile

@@ -106,8 +106,7 @@ def dataset_paths(cfg, splits: Sequence[str]) -> List[DatasetPaths]:
     return found
 
 
-def _evaluator_files(cfg, splits: Sequence[str]) -> Iterator[Tuple[str,
-                                                                    str]]:
+def _evaluator_files(cfg, splits: Sequence[str]) -> Iterator[Tuple[str, str]]:
     """``(key, path)`` of the annotation files the evaluators read (COCO's
     ``CocoMetric`` opens its own ``ann_file`` when it is built)."""
     for split in splits:
@@ -213,8 +212,8 @@ _WEIGHTS = {
     'SparXMamba': (
         'configs/sparx/README.md ("Weights")',
         "the authors' ImageNet file sparx_mamba_{arch}_in1k.pth",
-        'python tools/model_converters/sparx_mamba.py sparx_mamba_{arch}_in1k.pth '
-        '{dst}'),
+        'python tools/model_converters/sparx_mamba.py '
+        'sparx_mamba_{arch}_in1k.pth {dst}'),
     'SparXSwin': (
         'configs/sparx/README.md ("Weights")',
         'no published weights: train the backbone with '
@@ -223,7 +222,8 @@ _WEIGHTS = {
         'configs/spartan/README.md',
         'no public SpaRTAN-XT/T weights: train them with '
         'configs/spartan/spartan-t_16xb128_in1k.py (or -xt), or take an '
-        "authors' file", 'python tools/model_converters/spartan.py AUTHORS.pth {dst}'),
+        "authors' file",
+        'python tools/model_converters/spartan.py AUTHORS.pth {dst}'),
     'SparseSwin': (
         'configs/sparseswin/README.md',
         "torchvision's ImageNet Swin-T "
@@ -234,8 +234,8 @@ _WEIGHTS = {
         'configs/rtdetr/README.md',
         "the official ImageNet backbone (ResNet18_vd_pretrained_from_paddle"
         ".pth or the R34 one)",
-        'python tools/model_converters/rtdetr.py ResNet18_vd_pretrained_from_paddle.pth'
-        ' {dst}'),
+        'python tools/model_converters/rtdetr.py '
+        'ResNet18_vd_pretrained_from_paddle.pth {dst}'),
 }
 _WEIGHTS['SparseSwinDense'] = _WEIGHTS['SparseSwin']
 _ARCH_FILE = {'tiny': 'tiny', 't': 'tiny', 'small': 'small', 's': 'small',

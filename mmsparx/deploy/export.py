@@ -9,9 +9,11 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from mmsparx.deploy.compare import (check_inputs, compare_argmax, compare_detections,
-                      compare_dense, normalisation)
-from mmsparx.deploy.onnx_export import DEFAULT_OPSET, export_onnx, run_onnxruntime
+from mmsparx.deploy.compare import (check_inputs, compare_argmax,
+                                    compare_detections, compare_dense,
+                                    normalisation)
+from mmsparx.deploy.onnx_export import (DEFAULT_OPSET, export_onnx,
+                                        run_onnxruntime)
 from mmsparx.deploy.wrappers import SIGNATURES, export_module
 
 CHECK_DYNAMIC_BATCH = 2  # a dynamic graph is traced at 1, checked at 2
@@ -50,7 +52,7 @@ def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
     """Every key of the model from ``checkpoint``, or a refusal: an export
     of a half-loaded model would ship random weights without a word."""
     from mmsparx.fileio import (load_checkpoint_file, load_state_dict,
-                                    state_dict_of)
+                                state_dict_of)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
     try:
@@ -66,7 +68,8 @@ def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
             f'{checkpoint} does not fit the model of {config}: {err}. '
             f'Export needs the whole trained model of this config: a '
             f'checkpoint tools/train.py wrote for it, or the converter '
-            f'output for an authors\' file (tools/model_converters/); an ImageNet '
+            f'output for an authors\' file (tools/model_converters/); an '
+            f'ImageNet '
             f'backbone file is for init_cfg, not for export.') from err
 
 

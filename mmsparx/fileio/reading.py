@@ -10,7 +10,8 @@ code runs) and :func:`install_mmengine_loader` makes mmengine's runner
 Files that also hold foreign objects (an omegaconf ``DictConfig`` saved next
 to the weights, a whole ``torch.save(model)``) are refused by torch's
 weights-only unpickler. For those the loader falls back to the restricted
-unpickler of :mod:`mmsparx.fileio.restricted_unpickle` (given the same allow-list),
+unpickler of :mod:`mmsparx.fileio.restricted_unpickle` (given the same
+allow-list),
 which keeps the tensors, turns the foreign objects into inert placeholders
 and runs no code from the file; this module decides when to use it and says
 what was ignored or why a file was refused. Fitting what was read to a model
@@ -25,12 +26,10 @@ import pickle
 import re
 import struct
 import zipfile
-from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
-                    Tuple)
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import nn
 
 from mmsparx.fileio.restricted_unpickle import (ForeignObject,
                                                 ForeignRecorder, holds_tensor,

@@ -181,8 +181,7 @@ def _restricted_globals(recorder: ForeignRecorder,
 
 
 def restricted_pickle_module(recorder: ForeignRecorder,
-                              safe_globals: Iterable[Any]
-                              ) -> types.ModuleType:
+                             safe_globals: Iterable[Any]) -> types.ModuleType:
     """A ``pickle_module`` for :func:`torch.load` that resolves only the
     globals of :func:`_restricted_globals`.
 
@@ -254,9 +253,9 @@ def is_module(obj: Any) -> bool:
     return isinstance(obj, nn.Module) or _foreign_module_state(obj) is not None
 
 
-def module_weights(module: Any, prefix: str = '',
-                    ancestors: Optional[set] = None
-                    ) -> Dict[str, torch.Tensor]:
+def module_weights(module: Any,
+                   prefix: str = '',
+                   ancestors: Optional[set] = None) -> Dict[str, torch.Tensor]:
     """``module.state_dict()`` of a real or placeholder module, without
     calling any of its methods: parameters, persistent buffers, then the
     children under dotted names, in ``nn.Module.state_dict`` order.
@@ -282,7 +281,7 @@ def module_weights(module: Any, prefix: str = '',
             weights[f'{prefix}{name}'] = value.detach()
     for name, child in state['_modules'].items():
         if child is not None:
-            weights.update(module_weights(child, f'{prefix}{name}.',
-                                           ancestors))
+            weights.update(
+                module_weights(child, f'{prefix}{name}.', ancestors))
     ancestors.discard(id(module))
     return weights

@@ -1,7 +1,7 @@
 """mmsparx models. They depend on torch and mmengine only, so they import
 on a machine that carries neither mmcv's compiled ops nor any toolbox."""
-from mmsparx.models.backbones import (PResNet, SparseSwin, SparseSwinDense, SpaRTAN,
-                        SparXMamba, SparXSwin)
+from mmsparx.models.backbones import (PResNet, SparseSwin, SparseSwinDense,
+                                      SpaRTAN, SparXMamba, SparXSwin)
 from mmsparx.models.losses import SparTaAttentionLoss
 
 # Every class listed here is registered into each installed toolbox.
@@ -24,6 +24,7 @@ LAZY_MODEL_CLASSES: dict = {
         'mmdet', 'mmsparx.models.losses.varifocal_loss:'
         'RTDETRVarifocalLoss'),
     'BatchSyncDiscreteResize': (
-        'mmdet', 'mmsparx.models.data_preprocessors.batch_sync_discrete_resize:'
+        'mmdet', 'mmsparx.models.data_preprocessors.'
+        'batch_sync_discrete_resize:'
         'BatchSyncDiscreteResize'),
 }

@@ -40,7 +40,7 @@ class _FusedCrossScan(torch.autograd.Function):
         ctx.save_for_backward(x, low, weight, A, B, C, D, delta_bias)
         ctx.args = (softplus, h, w)
         return kernels.cpu_kernel().cross_forward(x, low, weight, A, B, C, D,
-                                           delta_bias, softplus, h, w)
+                                                  delta_bias, softplus, h, w)
 
     @staticmethod
     def backward(ctx, grad):

@@ -66,7 +66,8 @@ _EXPORT_DEPTH = [0]
 @contextlib.contextmanager
 def onnx_export_mode():
     """Inside, every selective scan (traced or not) runs as
-    :func:`mmsparx.ops.scan_doubling.selective_scan_doubling`: standard ONNX operators only, with no
+    :func:`mmsparx.ops.scan_doubling.selective_scan_doubling`: standard
+    ONNX operators only, with no
     data-dependent choice (the ``chunked`` backend's chunk size reads the
     data) and no kernel call baked into the traced graph."""
     _EXPORT_DEPTH[0] += 1

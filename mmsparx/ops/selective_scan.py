@@ -236,13 +236,14 @@ class _FusedCPUScan(torch.autograd.Function):
         ctx.save_for_backward(u, delta, A, B, C, D, delta_bias)
         ctx.delta_softplus = delta_softplus
         return kernels.cpu_kernel().forward(u, delta, A, B, C, D, delta_bias,
-                                     delta_softplus)
+                                            delta_softplus)
 
     @staticmethod
     def backward(ctx, grad):
         u, delta, A, B, C, D, delta_bias = ctx.saved_tensors
-        grads = kernels.cpu_kernel().backward(grad.contiguous(), u, delta, A, B, C,
-                                       D, delta_bias, ctx.delta_softplus)
+        grads = kernels.cpu_kernel().backward(grad.contiguous(), u, delta, A,
+                                              B, C, D, delta_bias,
+                                              ctx.delta_softplus)
         gu, gdelta, gA, gB, gC, gD, gbias = grads
         return (gu, gdelta, gA, gB, gC, gD if D.numel() else None,
                 gbias if delta_bias.numel() else None, None)
@@ -315,7 +316,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
                                      delta_softplus)
     name = resolve_backend(u.device, backend)
     return _IMPLEMENTATIONS[name](u, delta, A, B, C, D, delta_bias,
-                                 delta_softplus)
+                                  delta_softplus)
 
 
 kernels.cpu_kernel()  # loaded (and its ops registered) before any tracing

@@ -76,12 +76,11 @@ def _step(low_ptr, w_ptr, bias_ptr, s_low_r, p, t_mask, chan, d_mask, R,
 
 @triton.jit
 def chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
-                   p_out, s_out, d, L, H, W, R, chunks, s_low_b, s_low_k,
-                   s_low_r, s_bc_b, s_bc_k, s_bc_n, c_off,
-                   DIR: tl.constexpr, N: tl.constexpr, BD: tl.constexpr,
-                   T: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   SOFTPLUS: tl.constexpr, ADJOINT: tl.constexpr,
-                   COLS_T: tl.constexpr):
+                  p_out, s_out, d, L, H, W, R, chunks, s_low_b, s_low_k,
+                  s_low_r, s_bc_b, s_bc_k, s_bc_n, c_off, DIR: tl.constexpr,
+                  N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  ADJOINT: tl.constexpr, COLS_T: tl.constexpr):
     """Per chunk and state: the decay product P and, from a zero start,
     the end state S (forward) or the adjoint summary a_first * g_first
     (``ADJOINT``: g_t = C_t dy_t + a_{t+1} g_{t+1}, walked last to first).
@@ -145,7 +144,7 @@ def chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
 
 @triton.jit
 def carry(p_ptr, s_ptr, h_ptr, d, chunks, BD: tl.constexpr,
-           REVERSE: tl.constexpr):
+          REVERSE: tl.constexpr):
     """h_ptr[k] = the state entering chunk k: h <- P h + S over the chunks
     (from the last chunk backwards when ``REVERSE``)."""
     row = tl.program_id(0)  # (image, direction, state)
@@ -164,14 +163,14 @@ def carry(p_ptr, s_ptr, h_ptr, d, chunks, BD: tl.constexpr,
 
 
 @triton.jit
-def output_chunk(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr,
-                  h_ptr, y_ptr, hc, pid_b, pid_c, chan, d_mask, d, L, H, W,
-                  R, chunks, s_low_b, s_low_k, s_low_r, s_bc_b, s_bc_k,
-                  s_bc_n, c_off, DIR: tl.constexpr, N: tl.constexpr,
-                  NP: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
-                  HAS_ENTRY: tl.constexpr, SOFTPLUS: tl.constexpr,
-                  COLS_T: tl.constexpr, SEQ: tl.constexpr):
+def output_chunk(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
+                 y_ptr, hc, pid_b, pid_c, chan, d_mask, d, L, H, W, R, chunks,
+                 s_low_b, s_low_k, s_low_r, s_bc_b, s_bc_k, s_bc_n, c_off,
+                 DIR: tl.constexpr, N: tl.constexpr, NP: tl.constexpr,
+                 BD: tl.constexpr, T: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 HAS_D: tl.constexpr, HAS_ENTRY: tl.constexpr,
+                 SOFTPLUS: tl.constexpr, COLS_T: tl.constexpr,
+                 SEQ: tl.constexpr):
     """y[b, :, p] += sum_n C h + D u for one direction's chunk ``pid_c``.
     Its entering states are ``hc`` (``SEQ``: the previous chunk's end
     states, (BD, NP) in registers, also stored for the backward where it
@@ -220,13 +219,12 @@ def output_chunk(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr,
 
 
 @triton.jit
-def output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
-            y_ptr, d, L, H, W, R, chunks, s_low_b, s_low_k, s_low_r, s_bc_b,
-            s_bc_k, s_bc_n, c_off, DIR: tl.constexpr, N: tl.constexpr,
-            BD: tl.constexpr, T: tl.constexpr, HAS_BIAS: tl.constexpr,
-            HAS_D: tl.constexpr, HAS_ENTRY: tl.constexpr,
-            SOFTPLUS: tl.constexpr, COLS_T: tl.constexpr,
-            SEQ: tl.constexpr, NP: tl.constexpr):
+def output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr, y_ptr,
+           d, L, H, W, R, chunks, s_low_b, s_low_k, s_low_r, s_bc_b, s_bc_k,
+           s_bc_n, c_off, DIR: tl.constexpr, N: tl.constexpr, BD: tl.constexpr,
+           T: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+           HAS_ENTRY: tl.constexpr, SOFTPLUS: tl.constexpr,
+           COLS_T: tl.constexpr, SEQ: tl.constexpr, NP: tl.constexpr):
     """One direction's output: a program per chunk whose entering states
     ``_carries`` computed or, with ``SEQ``, a program per (image, channel
     block) walking every chunk in order with the state in registers."""
@@ -252,14 +250,13 @@ def output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
 
 
 @triton.jit
-def grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
-           g_ptr, gy_ptr, gx_ptr, graw_ptr, ga_ptr, gbc_ptr, gd_ptr,
-           gbias_ptr, d, L, H, W, R, chunks, s_low_b, s_low_k, s_low_r,
-           s_bc_b, s_bc_k, s_bc_n, c_off, DIR: tl.constexpr,
-           N: tl.constexpr, BD: tl.constexpr, T: tl.constexpr,
-           HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
-           HAS_ENTRY: tl.constexpr, SOFTPLUS: tl.constexpr,
-           COLS_T: tl.constexpr):
+def grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr, g_ptr,
+          gy_ptr, gx_ptr, graw_ptr, ga_ptr, gbc_ptr, gd_ptr, gbias_ptr, d, L,
+          H, W, R, chunks, s_low_b, s_low_k, s_low_r, s_bc_b, s_bc_k, s_bc_n,
+          c_off, DIR: tl.constexpr, N: tl.constexpr, BD: tl.constexpr,
+          T: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D: tl.constexpr,
+          HAS_ENTRY: tl.constexpr, SOFTPLUS: tl.constexpr,
+          COLS_T: tl.constexpr):
     """Every gradient of one direction's chunk: states recomputed from the
     entering state, the adjoint g from the carry that enters from the right
     (``g_ptr``), then dL/du (added into gx), dL/d(raw step) (stored, one

@@ -253,7 +253,8 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
     from mmsparx.ops.kernels import prepare_scan_inputs
     dtype = u.dtype
     with torch.autocast(u.device.type, enabled=False):
-        u, delta, A = prepare_scan_inputs(u, delta, A, B, delta_bias, delta_softplus)
+        u, delta, A = prepare_scan_inputs(u, delta, A, B, delta_bias,
+                                          delta_softplus)
         y = scan_fwd(u.contiguous(), delta.contiguous(), A.contiguous(),
                      B.float().contiguous(), C.float().contiguous())
         if D is not None:

@@ -10,7 +10,7 @@ import os.path as osp
 import re
 import sys
 import uuid
-from typing import Iterator, List, Optional, Sequence, Set
+from typing import Iterator, Optional, Set
 
 from mmengine.config import Config, DictAction
 

@@ -127,7 +127,8 @@ def evaluate(config: str, checkpoint: str, work_dir: str,
 
 def draw_training_curves(work_dir: str, out_file: str, config: str) -> None:
     """The loss per logged iteration and bbox mAP per validation."""
-    from mmsparx.visualization.curves import draw_curves, read_curves, scalars_file
+    from mmsparx.visualization.curves import (draw_curves, read_curves,
+                                              scalars_file)
     curves = read_curves(scalars_file(work_dir))
     draw_curves(curves, out_file, title=osp.basename(config))
 

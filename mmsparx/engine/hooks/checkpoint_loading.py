@@ -112,7 +112,8 @@ def _fitting_fix(model: nn.Module, checkpoint: Any,
     if authors:
         return f'Convert it with {authors} first.'
     return ('Give a checkpoint of this config (one tools/train.py wrote '
-            "with it, or an authors' file converted with tools/model_converters/).")
+            "with it, or an authors' file converted with "
+            'tools/model_converters/).')
 
 
 def _write_back(checkpoint: dict, state: Dict[str, Any]) -> None:

@@ -47,9 +47,10 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
-from mmsparx.engine.weight_guard import (VERIFIED_KEY, bare_model, forward_losses,
-                           last_good_checkpoint, optimizer_tensors,
-                           peak_abs, worst_parameters)
+from mmsparx.engine.weight_guard import (VERIFIED_KEY, bare_model,
+                                         forward_losses, last_good_checkpoint,
+                                         optimizer_tensors, peak_abs,
+                                         worst_parameters)
 
 FIX_INPUT = ('Fix the data: look at that image file and the pipeline '
              'transforms that produce float values (normalisation by a zero '
@@ -81,8 +82,8 @@ def _count_bad(tensor: torch.Tensor) -> Tuple[int, int]:
     return nan, inf
 
 
-def _image_tensors(inputs, prefix: str = '') -> Iterator[Tuple[str,
-                                                             torch.Tensor]]:
+def _image_tensors(inputs,
+                   prefix: str = '') -> Iterator[Tuple[str, torch.Tensor]]:
     """``(where, tensor)`` for each tensor in ``inputs``, however nested in
     lists (mmdet's per-image tensors) and dicts (multi-modal inputs)."""
     if isinstance(inputs, torch.Tensor):

@@ -17,7 +17,8 @@ back at the point where the interrupted run stood:
 * an iteration-based loop replays the data of the iterations already done
   when it resumes (consuming random numbers): the states are restored after
   that replay, just before the first new batch is drawn; an epoch-based one
-  resumed mid-epoch (:class:`~mmsparx.engine.hooks.ResumableEpochBasedTrainLoop`)
+  resumed mid-epoch
+  (:class:`~mmsparx.engine.runner.ResumableEpochBasedTrainLoop`)
   gets them after it has skipped the batches already trained.
 
 Dataloader workers re-seed from the run's seed each epoch; persistent

@@ -18,11 +18,11 @@ removed by the next save.
 Two more guarantees:
 
 * ``max_keep_ckpts`` never removes the newest checkpoint that
-  :class:`~mmsparx.engine.hooks.FiniteCheckHook` verified (its weights gave finite
-  losses in a forward pass): a step that poisons the weights without a NaN
-  loss would otherwise leave only poisoned checkpoints. That file is held
-  beyond the count until a newer one is verified (so there may be one file
-  more than ``max_keep_ckpts``).
+  :class:`~mmsparx.engine.hooks.FiniteCheckHook` verified (its weights
+  gave finite losses in a forward pass): a step that poisons the weights
+  without a NaN loss would otherwise leave only poisoned checkpoints.
+  That file is held beyond the count until a newer one is verified (so
+  there may be one file more than ``max_keep_ckpts``).
 * Saving by iteration (``by_epoch=False``) in an epoch-based loop swaps
   mmengine's ``EpochBasedTrainLoop`` for
   :class:`~mmsparx.engine.hooks.ResumableEpochBasedTrainLoop`, so a checkpoint
@@ -45,7 +45,8 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
-from mmsparx.engine.runner.resumable_loop import ResumableEpochBasedTrainLoop, adopt
+from mmsparx.engine.runner.resumable_loop import (ResumableEpochBasedTrainLoop,
+                                                  adopt)
 from mmsparx.engine.weight_guard import HELD_KEY, VERIFIED_KEY
 
 BACKEND = 'mmsparx_atomic_local'

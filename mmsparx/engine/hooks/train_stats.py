@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence
 
-import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from torch import Tensor, nn

@@ -21,7 +21,8 @@ from mmsparx.converters.loading import rename_authors_keys
 from mmsparx.converters.sparx_mamba import (convert_sparx_mamba,
                                             is_official_layout)
 
-from mmsparx.models.layers import DMCA, SS2D, GroupNorm, LayerNorm2d, SparXBlock
+from mmsparx.models.layers import (DMCA, SS2D, GroupNorm, LayerNorm2d,
+                                   SparXBlock)
 from mmsparx.models.layers.dmca import SCALE_MODES
 from mmsparx.models.backbones.base import FourStageBackbone
 

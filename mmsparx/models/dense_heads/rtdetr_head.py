@@ -18,7 +18,8 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmsparx.models.layers.transformer.rtdetr_transformer import RTDETRTransformer
+from mmsparx.models.layers.transformer.rtdetr_transformer import \
+    RTDETRTransformer
 
 # One matched set: per image, (query indices, gt indices).
 Matches = List[Tuple[Tensor, Tensor]]

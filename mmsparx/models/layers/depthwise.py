@@ -6,12 +6,9 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmsparx.models.layers.activations import (KERNEL_CODES, activate,
-                                               activate_by_code,
-                                               activation_backward)
+from mmsparx.models.layers.activations import KERNEL_CODES, activate
 from mmsparx.models.layers.pointwise import PointwiseConv
 from mmsparx.ops import kernels
 

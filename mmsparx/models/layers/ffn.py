@@ -16,8 +16,9 @@ class ConvFFN(nn.Module):
     """1x1 (C -> hC), h + DWConv3x3(h), GELU, 1x1 (hC -> C)."""
 
     # CPU inference runs the batch in chunks whose hidden map stays below
-    # glibc's largest mmap threshold (``mmsparx.utils.malloc``): larger blocks are
-    # mapped afresh on every call, and faulting them in made SparX-T's
+    # glibc's largest mmap threshold (``mmsparx.utils.malloc``): larger
+    # blocks are mapped afresh on every call, and faulting them in made
+    # SparX-T's
     # stage-1 ConvFFN (batch 8: 38.5 MB hidden maps) take 43 ms on 2
     # threads against 34 ms in chunks of 6 + 2 images (1-3 image chunks:
     # 40 ms, and 25-26 ms against 24 ms unchunked at stage 2).

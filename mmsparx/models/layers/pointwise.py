@@ -13,14 +13,13 @@ from mmsparx.models.layers.activations import (KERNEL_CODES, activate,
                                                activate_by_code,
                                                activation_backward)
 from mmsparx.models.layers.norms import GroupNorm
-from mmsparx.ops import kernels
 
 # Weight gradients of maps up to this size are one product over the batch.
 FOLD_WEIGHT_GRAD_PIXELS = 14 * 14
 
 
 def product_grads(needs: tuple, has_bias: bool, grad: Tensor, a: Tensor,
-                   weight: Tensor, w: Tensor) -> tuple:
+                  weight: Tensor, w: Tensor) -> tuple:
     """Gradients of ``W @ a + b`` per image (``w``: ``weight`` as computed
     with): input's, weight's and bias's, each None unless ``needs`` it.
 
@@ -102,9 +101,9 @@ class _PointwiseFn(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         with torch.autocast('cpu', enabled=False):
             a = activate_by_code(x, ctx.act)
-            ga, gw, gb = product_grads(ctx.needs_input_grad[:3],
-                                        ctx.has_bias, grad.contiguous(), a,
-                                        weight, weight.to(ctx.dtype))
+            ga, gw, gb = product_grads(ctx.needs_input_grad[:3], ctx.has_bias,
+                                       grad.contiguous(), a, weight,
+                                       weight.to(ctx.dtype))
             gx = None if ga is None else activation_backward(ga, x, ctx.act)
         return gx, gw, gb, None, None
 
@@ -190,7 +189,8 @@ class PointwiseConv(nn.Conv2d):
                 # the cast.
                 x, act = activate(x, act).to(dtype), None
             return _PointwiseFn.apply(x.reshape(b, -1, h * w), weight, bias,
-                                      KERNEL_CODES[act], dtype).view(b, -1, h, w)
+                                      KERNEL_CODES[act],
+                                      dtype).view(b, -1, h, w)
         flat = activate(x, act).reshape(b, -1, h * w)
         if h * w <= self.FOLD_BATCH_MAX_PIXELS and b > 1:
             # (C_out, C_in) @ (C_in, B*HW): one product instead of B thin ones.

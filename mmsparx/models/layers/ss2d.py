@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from mmsparx.ops import cross_selective_scan
 
-from mmsparx.models.layers.depthwise import DepthwiseConv, pointwise_then_depthwise
+from mmsparx.models.layers.depthwise import (DepthwiseConv,
+                                             pointwise_then_depthwise)
 from mmsparx.models.layers.norms import GroupNorm
 from mmsparx.models.layers.pointwise import PointwiseConv
 

@@ -1,4 +1,5 @@
 """Losses of the papers' models (torch only)."""
-from mmsparx.models.losses.sparta_attention import SparTaAttentionLoss, attention_penalty
+from mmsparx.models.losses.sparta_attention import (SparTaAttentionLoss,
+                                                    attention_penalty)
 
 __all__ = ['SparTaAttentionLoss', 'attention_penalty']

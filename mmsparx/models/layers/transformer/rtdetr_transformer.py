@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from mmsparx.models.layers.transformer.anchors import AnchorCache
-from mmsparx.models.layers.transformer.denoising import DenoisingQueries, build_contrastive_denoising
+from mmsparx.models.layers.transformer.denoising import (
+    DenoisingQueries, build_contrastive_denoising)
 from mmsparx.models.layers.transformer.mlp import MLP
 from mmsparx.models.layers.transformer.rtdetr_decoder import RTDETRDecoder
 
