@@ -1,10 +1,15 @@
-"""A model from a config, as the tools see it: the toolbox's default scope
-set, the model built through that toolbox's registry."""
+"""A model from a config, as the tools see it (the toolbox's default scope
+set, the model built through that toolbox's registry), and its weights
+loaded whole or refused."""
 from __future__ import annotations
 
+import os.path as osp
 from typing import Optional, Tuple
 
 from torch import nn
+
+from mmsparx.fileio import (CheckpointError, load_checkpoint_file,
+                            load_state_dict, state_dict_of)
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 # Detector type -> the input and FLOP unit its paper counts with.
@@ -47,3 +52,31 @@ def classifier_input(cfg) -> Tuple[int, int]:
         raise ValueError('no crop or resize in the test pipeline: give the '
                          'input size (--input H W)')
     return (size, size) if isinstance(size, int) else (size[1], size[0])
+
+
+def load_checkpoint(model: nn.Module, checkpoint: str, config: str) -> None:
+    """Every key of ``model`` (built from ``config``) from ``checkpoint``,
+    or a refusal before anything is copied: an evaluated or exported model
+    that is half random would give numbers without a word of warning.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        CheckpointError: it cannot be read, or does not fill the model.
+    """
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
+    try:
+        state = state_dict_of(load_checkpoint_file(checkpoint))
+    except (TypeError, RuntimeError) as err:
+        raise CheckpointError(f'{checkpoint}: {err}') from err
+    try:
+        # The strict load renames keys the model reads in its authors'
+        # layout (adapt_keys) before checking, as load_from does.
+        load_state_dict(model, state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f'{checkpoint} does not fit the model of {config}: {err}. Give '
+            f'the whole trained model of this config: a checkpoint '
+            f'tools/train.py wrote for it, or the converter output for an '
+            f"authors' file (tools/model_converters/); an ImageNet backbone "
+            f'file is for init_cfg.') from err

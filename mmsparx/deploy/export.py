@@ -48,31 +48,6 @@ def default_shape(cfg, scope: str, model: nn.Module) -> Tuple[int, int]:
     return (int(crop[0]), int(crop[1])) if crop else (512, 512)
 
 
-def load_weights(model: nn.Module, checkpoint: str, config: str) -> None:
-    """Every key of the model from ``checkpoint``, or a refusal: an export
-    of a half-loaded model would ship random weights without a word."""
-    from mmsparx.fileio import (load_checkpoint_file, load_state_dict,
-                                state_dict_of)
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
-    try:
-        state = state_dict_of(load_checkpoint_file(checkpoint))
-    except (TypeError, RuntimeError) as err:
-        raise DeployError(f'{checkpoint}: {err}') from err
-    try:
-        # The strict load renames keys the model reads in its authors'
-        # layout (adapt_keys) before checking, as load_from does.
-        load_state_dict(model, state, strict=True)
-    except RuntimeError as err:
-        raise DeployError(
-            f'{checkpoint} does not fit the model of {config}: {err}. '
-            f'Export needs the whole trained model of this config: a '
-            f'checkpoint tools/train.py wrote for it, or the converter '
-            f'output for an authors\' file (tools/model_converters/); an '
-            f'ImageNet '
-            f'backbone file is for init_cfg, not for export.') from err
-
-
 def _reference(module: nn.Module, inputs, shape, config: str):
     try:
         with torch.no_grad():
@@ -107,7 +82,8 @@ def prepare(config: str, checkpoint: Optional[str],
     ``config`` (with ``cfg_options`` merged), loaded from ``checkpoint``
     (None: initial weights, for timing only). Sets the config's default
     scope (see :func:`restored_default_scope`)."""
-    from mmsparx.apis import load_model
+    from mmsparx.apis import load_checkpoint, load_model
+    from mmsparx.fileio import CheckpointError
 
     if not osp.isfile(config):
         raise FileNotFoundError(f'config {config} does not exist.')
@@ -116,7 +92,10 @@ def prepare(config: str, checkpoint: Optional[str],
     except ValueError as err:
         raise DeployError(str(err)) from err
     if checkpoint is not None:
-        load_weights(model, checkpoint, config)
+        try:
+            load_checkpoint(model, checkpoint, config)
+        except CheckpointError as err:
+            raise DeployError(str(err)) from err
     shape = tuple(int(v) for v in (shape or default_shape(cfg, scope,
                                                           model)))
     if min(shape) < 32:
