@@ -202,12 +202,12 @@ def test_dist_script_names_a_taken_port(script, args):
 
 @pytest.mark.parametrize('args', [
     # sparx-mamba logs its scan backend (the line that used to precede it).
-    ['tools/analysis_tools/benchmark.py', 'sparx-mamba-t', '--batch', '1',
-     '--input', '32', '32', '--warmup', '0', '--runs', '1', '--json'],
+    ['tools/analysis_tools/benchmark.py', 'model', 'sparx-mamba-t', '--batch',
+     '1', '--input', '32', '32', '--warmup', '0', '--runs', '1', '--json'],
     ['tools/analysis_tools/model_table.py', 'spartan-xt', '--input', '64', '64',
      '--json'],
-    ['tools/analysis_tools/scan_benchmark.py', '--batch', '1', '--width', '8',
-     '--length', '16', '--repeat', '1', '--json'],
+    ['tools/analysis_tools/benchmark.py', 'scan', '--batch', '1', '--width',
+     '8', '--length', '16', '--repeat', '1', '--json'],
 ])
 def test_json_tools_print_only_json(args):
     result = run_tool([sys.executable, *args], timeout=300,
@@ -215,5 +215,5 @@ def test_json_tools_print_only_json(args):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout)
     assert rows and isinstance(rows, list)
-    if 'benchmark.py' in args[0]:
+    if args[1] == 'model':
         assert 'mmsparx selective scan on cpu' in result.stderr

@@ -1,6 +1,8 @@
-"""``benchmark.py --train``: the JSON names the mode, and the timed step
-really trains (a benchmark of a step that updates nothing would time too
-little: no backward, or an optimizer holding no parameters)."""
+"""``benchmark.py model --train``: the JSON names the mode, and the timed
+step really trains (a benchmark of a step that updates nothing would time
+too little: no backward, or an optimizer holding no parameters); the one
+timer, the one peak-memory meter and the shape table the subcommands
+share; ``benchmark.py step``."""
 import json
 import os
 import sys
@@ -8,17 +10,17 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run_tool
-
-sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis_tools'))
-import benchmark  # noqa: E402
+from conftest import run_tool
+from mmsparx.analysis import model_steps
+from mmsparx.analysis.benchmarks import model as benchmark
+from mmsparx.analysis.benchmarks import step as step_benchmark
 
 
 def test_train_json_names_the_mode():
     result = run_tool(
-        [sys.executable, 'tools/analysis_tools/benchmark.py', 'spartan-xt',
-         '--train', '--batch', '2', '--input', '64', '64', '--runs', '1',
-         '--warmup', '1', '--device', 'cpu', '--json'],
+        [sys.executable, 'tools/analysis_tools/benchmark.py', 'model',
+         'spartan-xt', '--train', '--batch', '2', '--input', '64', '64',
+         '--runs', '1', '--warmup', '1', '--device', 'cpu', '--json'],
         timeout=300, env={'OMP_NUM_THREADS': '1'})
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout)  # stdout is the JSON alone
@@ -36,9 +38,9 @@ def test_inference_rows_say_inference():
 def test_compiled_rows_compile_the_backbone_in_place():
     # State-dict keys unchanged (no ``_orig_mod.``), the compiling call
     # reported apart from the timed ones.
-    model = benchmark.build_model('resnet-18')
+    model = model_steps.build_model('resnet-18')
     keys = list(model.state_dict())
-    benchmark.compile_features(model)
+    model_steps.compile_features(model)
     assert list(model.state_dict()) == keys
     assert model.backbone._compiled_call_impl is not None
     row = benchmark.measure('resnet-18', 1, (32, 32), torch.device('cpu'),
@@ -51,17 +53,17 @@ def test_train_step_updates_every_trained_parameter(amp):
     torch.manual_seed(0)
     from mmsparx.models.variants import build_classifier
     model = build_classifier('spartan-xt', num_classes=10).train()
-    images, samples = benchmark.random_batch(model, 2, (64, 64),
+    images, samples = model_steps.random_batch(model, 2, (64, 64),
                                              torch.device('cpu'))
     assert all(0 <= int(s.gt_label) < 10 for s in samples)
-    optimizer = benchmark.make_optimizer(model)
+    optimizer = model_steps.make_optimizer(model)
     # Every parameter is handed to AdamW with the recipes' settings.
     assert isinstance(optimizer, torch.optim.AdamW)
     assert sum(len(g['params']) for g in optimizer.param_groups) == \
         len(list(model.parameters()))
     assert optimizer.defaults['weight_decay'] == 0.05
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
-    loss = benchmark.train_step(model, optimizer, images, samples, amp)
+    loss = model_steps.train_step(model, optimizer, images, samples, amp)
     assert torch.isfinite(loss) and loss.requires_grad is False
     changed = {k for k, p in model.named_parameters()
                if not torch.equal(before[k], p.detach())}
@@ -148,11 +150,12 @@ def fake_timm(monkeypatch):
 
 
 def test_timm_names_parse():
-    assert benchmark.model_name('timm:convnext_tiny') == 'timm:convnext_tiny'
-    assert benchmark.model_name('swin-t') == 'swin-t'
+    assert model_steps.model_name('timm:convnext_tiny') == \
+        'timm:convnext_tiny'
+    assert model_steps.model_name('swin-t') == 'swin-t'
     for bad in ('timm:', 'convnext_tiny', 'timm'):
         with pytest.raises(Exception, match='unknown model'):
-            benchmark.model_name(bad)
+            model_steps.model_name(bad)
     from mmsparx.analysis.timm_baseline import timm_model_name
     assert timm_model_name('timm:swin_tiny_patch4_window7_224') == \
         'swin_tiny_patch4_window7_224'
@@ -162,7 +165,7 @@ def test_timm_missing_says_so(monkeypatch):
     from mmsparx.analysis.timm_baseline import TimmMissingError
     monkeypatch.setitem(sys.modules, 'timm', None)  # import fails
     with pytest.raises(TimmMissingError, match='timm is not installed'):
-        benchmark.build_model('timm:convnext_tiny')
+        model_steps.build_model('timm:convnext_tiny')
 
 
 def test_timm_models_train_with_cross_entropy(fake_timm):
@@ -170,11 +173,11 @@ def test_timm_models_train_with_cross_entropy(fake_timm):
                             amp=True, warmup=0, runs=1, train=True)
     assert fake_timm[0] == ('fake', False, {})  # no weights downloaded
     assert row['mode'] == 'train' and row['saved_mib_per_image'] > 0
-    model = benchmark.build_model('timm:fake')
-    images, samples = benchmark.random_batch(model, 3, (32, 32),
+    model = model_steps.build_model('timm:fake')
+    images, samples = model_steps.random_batch(model, 3, (32, 32),
                                              torch.device('cpu'))
     assert all(0 <= int(s.gt_label) < 7 for s in samples)
-    loss = benchmark.loss_of(model, images, samples, amp=False)
+    loss = model_steps.loss_of(model, images, samples, amp=False)
     labels = torch.cat([s.gt_label for s in samples])
     assert torch.allclose(loss, torch.nn.functional.cross_entropy(
         model.model(images), labels))
@@ -185,19 +188,17 @@ def test_timm_models_train_with_cross_entropy(fake_timm):
 
 
 def test_dense_step_backpropagates_every_scale():
-    backbone = benchmark.build_dense_backbone('convnext-t')
+    backbone = model_steps.build_dense_backbone('convnext-t')
     images = torch.randn(1, 3, 64, 64)
-    benchmark.dense_loss(backbone, images, amp=False).backward()
+    model_steps.dense_loss(backbone, images, amp=False).backward()
     stages = backbone.stages
     assert all(p.grad is not None for p in stages[0].parameters())
     assert len(backbone(images)) == 4
 
 
-# -- step_benchmark: whole training steps of configs -------------------------
+# -- benchmark.py step: whole training steps of configs ----------------------
 
 def test_step_benchmark_resolves_toolbox_configs():
-    sys.path.insert(0, os.path.join(ROOT, 'tools', 'analysis_tools'))
-    import step_benchmark
     path = step_benchmark.resolve_config(
         'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
     assert os.path.isfile(path) and path.endswith(os.path.join(
@@ -208,7 +209,7 @@ def test_step_benchmark_resolves_toolbox_configs():
 
 def test_step_benchmark_trains_a_config_on_cpu():
     result = run_tool(
-        [sys.executable, 'tools/analysis_tools/step_benchmark.py',
+        [sys.executable, 'tools/analysis_tools/benchmark.py', 'step',
          'configs/rtdetr/rtdetr_r18vd_72e_coco.py', '--size', '128', '128',
          '--warmup', '0', '--runs', '2', '--device', 'cpu', '--json'],
         timeout=300, env={'OMP_NUM_THREADS': '1'})
@@ -218,3 +219,92 @@ def test_step_benchmark_trains_a_config_on_cpu():
     assert row['s_per_iter'] > 0 and row['peak_mem_mb'] > 0
     assert row['optim_wrapper'] == 'OptimWrapper'
     assert row['loss'] == row['loss']  # finite, not NaN
+
+
+# -- what the subcommands share: one timer, one peak meter, one shape table --
+
+def test_the_timer_warms_up_then_keeps_every_run():
+    from mmsparx.analysis.timing import time_runs
+    calls = []
+    timing = time_runs(lambda: calls.append(1), warmup=2, runs=3,
+                       device='cpu')
+    assert len(calls) == 5
+    assert len(timing.seconds) == 3 and len(timing.warmup_seconds) == 2
+    assert timing.minimum <= timing.median <= timing.maximum
+    assert timing.median_ms == pytest.approx(timing.median * 1e3)
+    assert timing.spread >= 0
+    with pytest.raises(ValueError, match='at least 1'):
+        time_runs(lambda: None, warmup=0, runs=0, device='cpu')
+
+
+def test_peak_memory_on_cpu_is_the_growth_of_the_peak_rss(monkeypatch):
+    from mmsparx.analysis import peak_memory
+    readings = iter([100.0, 100.0, 164.5])
+    monkeypatch.setattr(peak_memory, 'peak_rss_mib', lambda: next(readings))
+    meter = peak_memory.PeakMemory('cpu')  # starts at 100 MiB
+    assert meter.kind == 'process_rss_growth'
+    assert meter.mib() == 0.0
+    assert meter.mib(above_start=True) == 64.5  # the same on CPU
+
+
+def test_one_shape_table_for_the_kernel_benchmarks():
+    """Each key means one shape: the block width C (norm) or SS2D's inner
+    width 2C (``-inner``: the scan and its output norm), at the sizes the
+    separate tables gave before."""
+    from mmsparx.analysis.shapes import SHAPES, inner_names
+
+    def of(name):
+        entry = SHAPES[name]
+        return (entry.batch, entry.channels, entry.height, entry.width)
+
+    # What ss2d's table held: (batch, 2C, H, W, dt rank).
+    for name, (b, d, h, w, rank) in {
+            'cls224-s1': (64, 192, 56, 56, 6),
+            'cls224-s2': (64, 384, 28, 28, 12),
+            'cls224-s3': (64, 640, 14, 14, 20),
+            'cls224-s4': (64, 1024, 7, 7, 32),
+            'dense-s1': (2, 192, 200, 336, 6),
+            'dense-s3': (2, 640, 50, 84, 20)}.items():
+        assert of(name + '-inner') == (b, d, h, w)
+        assert SHAPES[name + '-inner'].dt_rank == rank
+        assert SHAPES[name].channels * 2 == d
+    # What norm's table held: (batch, C, H, W).
+    assert of('dense-s1') == (2, 96, 200, 336)
+    assert of('dense-s1-inner') == (2, 192, 200, 336)
+    assert of('cls224-s1') == (64, 96, 56, 56)
+    assert set(inner_names()) == {n for n in SHAPES if 'inner' in n}
+
+
+def test_every_subcommand_parses_its_help(capsys):
+    from mmsparx.analysis.benchmarks import SUBCOMMANDS
+    from tools.analysis_tools.benchmark import main
+    assert sorted(SUBCOMMANDS) == sorted(
+        ['model', 'step', 'ss2d', 'norm', 'scan', 'census'])
+    for name in SUBCOMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([name, '--help'])
+        assert done.value.code == 0
+        assert '--json' in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main([])  # a subcommand is required
+    assert done.value.code == 2
+
+
+def test_no_tool_imports_another_tool():
+    """Tools share code through the package, not through ``sys.path``."""
+    import ast
+    import glob
+    from conftest import ROOT
+    folder = os.path.join(ROOT, 'tools', 'analysis_tools')
+    tools = {os.path.basename(p)[:-3]
+             for p in glob.glob(os.path.join(folder, '*.py'))}
+    wrong = []
+    for path in glob.glob(os.path.join(folder, '*.py')):
+        for node in ast.walk(ast.parse(open(path).read())):
+            names = ([a.name for a in node.names]
+                     if isinstance(node, ast.Import) else
+                     [node.module or ''] if isinstance(node, ast.ImportFrom)
+                     else [])
+            wrong += [f'{path}: {n}' for n in names
+                      if n.split('.')[0] in tools]
+    assert not wrong, wrong

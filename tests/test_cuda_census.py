@@ -81,9 +81,9 @@ def test_ss2d_scan_output_goes_to_the_norm_in_float32():
 
 def test_tool_prints_json_rows():
     out = subprocess.run(
-        [sys.executable, 'tools/analysis_tools/cuda_census.py', 'sparx-mamba-t',
-         '--batch', '1', '--input', '64', '64', '--json'], cwd=ROOT,
-        capture_output=True, text=True, timeout=300)
+        [sys.executable, 'tools/analysis_tools/benchmark.py', 'census',
+         'sparx-mamba-t', '--batch', '1', '--input', '64', '64', '--json'],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     row, = json.loads(out.stdout)
     assert row['name'] == 'sparx-mamba-t' and row['kernels'] > 100

@@ -15,7 +15,7 @@ from conftest import ROOT
 TOOL = osp.join(ROOT, 'tools', 'analysis_tools', 'gpu_check.py')
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 import gpu_check  # noqa: E402
-import gpu_check_report as report  # noqa: E402
+from mmsparx.analysis import gpu_report as report  # noqa: E402
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='this machine has '

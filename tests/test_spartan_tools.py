@@ -39,7 +39,7 @@ def test_model_table_flops_match_the_spec_and_the_paper(capsys):
 
 def test_benchmark_runs_spartan_and_the_baselines(capsys):
     from tools.analysis_tools.benchmark import main
-    main(['spartan-xt', '--compare', 'mobilenet-v2', 'resnet-18',
+    main(['model', 'spartan-xt', '--compare', 'mobilenet-v2', 'resnet-18',
           '--batch', '1', '--input', '64', '64', '--warmup', '0', '--runs',
           '1', '--device', 'cpu', '--json'])
     rows = json.loads(capsys.readouterr().out)

@@ -1,6 +1,7 @@
-"""What ``gpu_check.py`` makes of its steps' outputs: pytest counts, the
-parity verdict, the ratios against issue 21's targets, and the closing
-table. Pure functions of the step records, so they test without a GPU."""
+"""What ``tools/analysis_tools/gpu_check.py`` makes of its steps' outputs:
+pytest counts, the parity verdict, the ratios against issue 21's targets,
+and the closing table. Pure functions of the step records, so they test
+without a GPU."""
 from __future__ import annotations
 
 import re

@@ -14,20 +14,20 @@ the later ones:
 2. parity of SparX-Mamba with the authors' fixtures
    (``sparx_parity.py``) with TF32 off (must be within 1e-4) and, for
    reference, on;
-3. backbones (``benchmark.py``): inference fp32 and fp16 at
+3. backbones (``benchmark.py model``): inference fp32 and fp16 at
    ``--batch`` (128), training bf16 at ``--train-batch`` (64), 224, for
    SparX-Mamba-T/S/B next to ``--swin`` and ``--convnext`` (timm's by
    default), with saved MiB/image and aten op counts; the dense backbone
    step (batch 2, 800x1344, bf16) SparX-T vs ``--convnext``;
-4. whole training steps (``step_benchmark.py``, fp32, batch 2): Mask
+4. whole training steps (``benchmark.py step``, fp32, batch 2): Mask
    R-CNN 1x SparX-T vs mmdet's Swin-T, UperNet SparX-T vs mmseg's Swin-T,
    RT-DETR R18vd vs SpaRTAN-T, with peak memory;
-   then the group norm's statistics (``norm_benchmark.py``): SparX's
+   then the group norm's statistics (``benchmark.py norm``): SparX's
    CUDA group norm against ATen's at SparX-T's stage-1 sizes;
 5. opt-in (``--only``, past the 6-minute budget of the default run):
    ``compiled inference fp16`` and ``compiled train bf16``, SparX-T and
-   ``--swin`` under ``torch.compile`` (``benchmark.py --compile``), to set
-   beside the eager rows of 3.
+   ``--swin`` under ``torch.compile`` (``benchmark.py model --compile``),
+   to set beside the eager rows of 3.
 
 The summary ends with the ratios against the issue's targets and a table.
 Exits 1 when a step fails (targets missed do not fail it: they are
@@ -51,10 +51,9 @@ from typing import Callable, Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 
-from gpu_check_report import (parity_verdict, parse_pytest,  # noqa: E402
-                              ratios, table)
+from mmsparx.analysis.gpu_report import (parity_verdict,  # noqa: E402
+                                         parse_pytest, ratios, table)
 
 SPARX = ['sparx-mamba-t', 'sparx-mamba-s', 'sparx-mamba-b']
 STEP_PAIRS = {
@@ -196,7 +195,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         help='size of the step benchmarks (default: each '
                         "model's, e.g. Mask R-CNN 800x1344)")
     # 3 + 10 left the training and whole-detector steps out of the 310 s
-    # on the first H200 run: 2 + 5 medians, as benchmark.py's defaults.
+    # on the first H200 run: 2 + 5 medians, as benchmark.py model's
+    # defaults.
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--sparx', nargs='+', default=SPARX,
@@ -249,9 +249,9 @@ def run_steps(args, runner: Runner) -> None:
             python, 'tools/analysis_tools/sparx_parity.py', '--device', device,
             '--tf32', tf32, '--json'], limit=45,
             parse=parse_parity(must_pass=tf32 == 'off'))
-    bench = [python, 'tools/analysis_tools/benchmark.py', '--device', device,
-             '--json', '--warmup', str(args.warmup), '--runs',
-             str(args.runs)]
+    tool = [python, 'tools/analysis_tools/benchmark.py']
+    bench = tool + ['model', '--device', device, '--json', '--warmup',
+                    str(args.warmup), '--runs', str(args.runs)]
     models = args.sparx + baselines(args, [args.swin, args.convnext],
                                     runner, 'backbones')
     size = [*map(str, args.input)]
@@ -266,11 +266,12 @@ def run_steps(args, runner: Runner) -> None:
                                   '--input', *size, '--batch', str(batch),
                                   *extra], limit=limit,
                    parse=parse_json_rows)
-    runner.run('ss2d kernels', [
-        python, 'tools/analysis_tools/ss2d_benchmark.py', '--device', device,
+    runner.run('ss2d kernels', tool + [
+        'ss2d', '--device', device,
         '--json', '--warmup', str(args.warmup), '--runs', str(args.runs),
-        '--shapes', *(['cls224-s1', 'cls224-s3', 'dense-s1']
-                      if device == 'cuda' else ['cls224-s3']), '--paths',
+        '--shapes', *(['cls224-s1-inner', 'cls224-s3-inner',
+                       'dense-s1-inner'] if device == 'cuda' else
+                      ['cls224-s3-inner']), '--paths',
         *(['fused', 'cross-seq', 'cross-chunked', 'cross-strided',
            'generic-triton'] if device == 'cuda' else
           ['fused', 'generic-chunked']),
@@ -285,13 +286,12 @@ def run_steps(args, runner: Runner) -> None:
     step_size = ['--size', *map(str, args.step_size)] if args.step_size \
         else []
     for name, configs in STEP_PAIRS.items():
-        runner.run(name, [
-            python, 'tools/analysis_tools/step_benchmark.py', *configs, '--device',
-            device, '--batch', '2', '--warmup', str(args.warmup), '--runs',
-            str(args.runs), '--json', *step_size], limit=70,
-            parse=parse_pair)
-    runner.run('norm statistics', [
-        python, 'tools/analysis_tools/norm_benchmark.py', '--device', device,
+        runner.run(name, tool + [
+            'step', *configs, '--device', device, '--batch', '2', '--warmup',
+            str(args.warmup), '--runs', str(args.runs), '--json',
+            *step_size], limit=70, parse=parse_pair)
+    runner.run('norm statistics', tool + [
+        'norm', '--device', device,
         '--json', '--warmup', str(args.warmup), '--runs', str(args.runs),
         *(['--shapes', 'cls224-s1'] if device != 'cuda' else [])],
         limit=30, parse=parse_json_rows)

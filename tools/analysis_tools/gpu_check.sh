@@ -6,7 +6,7 @@
 # .device/gpu/device_env.sh puts them (skipped when they already import)
 # and the system python3 runs the check; without one, `make setup` builds
 # .venv first. Then tools/analysis_tools/gpu_check.py runs the scan tests, the
-# parity check, the backbone and training-step benchmarks and writes one
+# parity check, `benchmark.py` model, ss2d, step and norm, and writes one
 # JSON summary (default work_dirs/gpu_check.json). It fails, and says why,
 # on a machine without CUDA. Arguments after `--` go to gpu_check.py, e.g.
 # `-- --only 'compiled train bf16'` (the torch.compile steps are opt-in).
