@@ -18,8 +18,8 @@ from torch import Tensor
 
 # The rule: generic for inference when its (image, 4 directions x 16
 # channels) programs reach this many per SM. On one H200 (bf16, SS2D of
-# SparX-T, tools/analysis_tools/ss2d_benchmark.py, the fused kernel reading the
-# columns with a stride, per-chunk programs): batch 64 at 56x56, 23
+# SparX-T, ``tools/analysis_tools/benchmark.py ss2d``, the fused kernel
+# reading the columns with a stride, per-chunk programs): batch 64 at 56x56, 23
 # programs per SM, fused 9.2 ms against 5.2 forward; batch 2 at 200x336,
 # 0.7 per SM, fused 4.1 against 5.0.
 GENERIC_PROGRAMS_PER_SM = 4
