@@ -5,10 +5,7 @@ see its README), converted, loaded strictly and run on every scan backend
 here. The tolerance is the fixtures' own: 1e-4 absolute on logits and maps
 (their float64 recomputation differs by <= 5e-6). The figures:
 ``python tools/analysis_tools/sparx_parity.py``."""
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -51,23 +48,6 @@ def test_converted_weights_reproduce_the_authors_outputs(name, device,
     assert load_state_dict(model, converted_state(data, model),
                            strict=True).ok
     assert_reproduces(model, data, device)
-
-
-@pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') == '1',
-                    reason='this is the run that spawns the triton run')
-def test_triton_backend_through_the_interpreter():
-    """The triton backend on CPU runs only under TRITON_INTERPRET=1, which
-    must be set before triton is imported: a fresh process runs this file's
-    tests for it."""
-    pytest.importorskip('triton')
-    env = dict(os.environ, TRITON_INTERPRET='1')
-    result = subprocess.run(
-        [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-         __file__, '-k', 'reproduce and triton'], env=env,
-        capture_output=True, text=True, timeout=900,
-        cwd=osp.dirname(osp.dirname(__file__)))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    assert f'{len(NAMES)} passed' in result.stdout, result.stdout[-2000:]
 
 
 @pytest.mark.parametrize('name', NAMES)
