@@ -1,4 +1,5 @@
-"""tools/analysis_tools/feature_stats.py: the neighbour correlation it reports."""
+"""tools/analysis_tools/feature_stats.py: the neighbour correlation it
+reports."""
 import os.path as osp
 import sys
 

@@ -151,7 +151,7 @@ def _flags(D, bias, entering, softplus, cols_t):
 # registers: one pass over the inputs instead of a summary pass, a carry
 # pass and the output pass, which split the sequence so that few images
 # still fill the GPU. A first guess, not yet timed on a GPU:
-# ``ss2d_benchmark.py``'s cross and cross-chunked paths compare the two.
+# ``benchmark.py ss2d``'s cross and cross-chunked paths compare the two.
 SEQUENTIAL_PROGRAMS_PER_SM = 2
 SEQUENTIAL: Optional[bool] = None  # None: by SEQUENTIAL_PROGRAMS_PER_SM
 

@@ -3,7 +3,7 @@
 glibc maps each large block (above a threshold that starts at 128 KiB) as a
 fresh region and returns it on free, so every big activation of a CPU
 training step is faulted in again page by page; on the 2-core machine that
-was ~9 % of a SparX-Mamba-T step (``benchmark.py --train``: 2.59 -> 2.86
+was ~9 % of a SparX-Mamba-T step (``benchmark.py model --train``: 2.59 -> 2.86
 img/s, and steadier than torch's ``THP_MEM_ALLOC_ENABLE``, which stalled
 some runs). Serving blocks up to glibc's 32 MiB cap from the heap and never
 trimming it makes the step reuse the same pages. It applies at any time
