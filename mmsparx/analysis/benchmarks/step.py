@@ -18,8 +18,8 @@ runs at the given size. Default sizes: Mask R-CNN 800x1344, RT-DETR
 Reported per config: the median s/iter after the warm-up steps
 (``mmsparx.analysis.timing``) and the peak memory of the steps
 (``mmsparx.analysis.peak_memory``, named by ``peak_kind``): CUDA's max
-allocated, or on CPU the growth of the process's peak RSS while the steps
-ran (the first config's figure is the fair one). ``--amp`` swaps in
+allocated, or on CPU the process's peak RSS (the first config's figure is
+the fair one). ``--amp`` swaps in
 mmengine's AmpOptimWrapper (float16, CUDA only). A config that fails gives
 a row with its error; the exit status is then 1.
 """
@@ -34,7 +34,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from mmsparx.analysis.peak_memory import PeakMemory
+from mmsparx.analysis.peak_memory import PeakMemory, peak_rss_mib
 from mmsparx.analysis.synthetic_batch import (detection_batch,
                                               segmentation_batch)
 from mmsparx.analysis.timing import time_runs
@@ -150,7 +150,12 @@ def measure(config: str, batch: int, size: Optional[Sequence[int]],
                 batch=batch, size=list(size), device=str(device),
                 optim_wrapper=cfg.optim_wrapper.type,
                 s_per_iter=timing.median,
-                peak_mem_mb=round(peak.mib(), 1), peak_kind=peak.kind,
+                # On a CPU the process's whole peak RSS, as this tool always
+                # reported: a step's growth reads 0 once an earlier config
+                # or the model's build set the peak.
+                peak_mem_mb=round(peak.mib() if peak.cuda else
+                                  peak_rss_mib(), 1),
+                peak_kind=peak.kind if peak.cuda else 'process_peak_rss',
                 loss=loss)
 
 
