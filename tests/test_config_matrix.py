@@ -26,8 +26,6 @@ their targets.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import gc
 import glob
 import importlib
@@ -151,63 +149,6 @@ DET = [n for n in TRAINED if task(n) == 'det' and '3x' not in n]
 DET_3X = [n for n in TRAINED if task(n) == 'det' and '3x' in n]
 SEG = [n for n in TRAINED if task(n) == 'seg']
 CLS = [n for n in TRAINED if task(n) == 'cls']
-
-
-@contextlib.contextmanager
-def memoised_base_lookup() -> Iterator[None]:
-    """Memoise mmengine's lookup of ``mmdet::``-style base paths.
-
-    For every such base mmengine reads each metafile of the package (about
-    400 YAML files for mmdet, 0.2 s per base), only to learn that a base is
-    not a model config. The answer only depends on the arguments, so it is
-    kept; the configs load exactly as without this.
-    """
-    from mmengine.config import config as config_module
-    real = config_module._get_external_cfg_path
-
-    @functools.lru_cache(maxsize=None)
-    def lookup(package_path: str, cfg_file: str) -> Tuple[str, tuple]:
-        try:
-            return real(package_path, cfg_file), ()
-        except ValueError as err:
-            # Only the message is kept: the exception's traceback would
-            # keep every frame (and runner) above it alive.
-            return '', err.args
-
-    def cached(package_path: str, cfg_file: str) -> str:
-        path, error = lookup(package_path, cfg_file)
-        if error:
-            raise ValueError(*error)
-        return path
-
-    config_module._get_external_cfg_path = cached
-    try:
-        yield
-    finally:
-        config_module._get_external_cfg_path = real
-
-
-@contextlib.contextmanager
-def unformatted_config_text() -> Iterator[None]:
-    """Skip yapf's reformatting of ``Config.pretty_text``.
-
-    A runner prints and dumps its config four times; yapf takes about 1 s
-    each, a third of a small run. The text is still generated (and dumped,
-    so a config that cannot be written still fails), only not re-indented.
-    """
-    from mmengine.config import config as config_module
-    real = config_module.FormatCode
-    config_module.FormatCode = lambda text, **kwargs: (text, False)
-    try:
-        yield
-    finally:
-        config_module.FormatCode = real
-
-
-@pytest.fixture(scope='module', autouse=True)
-def fast_config_handling() -> Iterator[None]:
-    with memoised_base_lookup(), unformatted_config_text():
-        yield
 
 
 @pytest.fixture

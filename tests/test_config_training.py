@@ -15,7 +15,7 @@ from conftest import load_test_config
 from mmsparx.apis import build_runner, prepare_device
 from test_config_matrix import (CLS, CONFIG_DIR, DET, DET_3X, SEG,  # noqa
                                 SMALL_CLS, SMALL_DET, SMALL_SEG,
-                                fast_config_handling, free_runner, load)
+                                free_runner, load)
 
 
 class OneStep(Hook):

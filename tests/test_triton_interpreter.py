@@ -2,7 +2,13 @@
 switched on before triton is imported, so one fresh process runs every
 interpreter suite at once (one start-up, one import of torch and triton):
 the generic scan's triton-backend tests, the cross scan's kernels, and the
-authors' SparX-Mamba outputs reproduced through the triton backend."""
+authors' SparX-Mamba outputs reproduced through the triton backend.
+
+The last runs for one authors' model, the dense (segmentation) one: the
+interpreter runs a kernel as Python, 1.5-5 minutes a model here, and the
+four models differ in sizes, not in the path through the scan; every
+model is reproduced on the CPU backends in the main run, and the triton
+scan is checked against the reference op by op above."""
 import os
 import re
 import subprocess
@@ -13,11 +19,13 @@ import torch
 
 from conftest import ROOT
 
+# The authors' model reproduced through the interpreted triton backend.
+INTERPRETED_MODEL = 'seg_tiny_like'
 # (test file, the tests of it that use the triton backend)
 SUITES = [
     ('test_selective_scan.py', 'triton'),
     ('test_triton_cross_scan.py', None),  # all of it
-    ('test_sparx_authors.py', 'reproduce and triton'),
+    ('test_sparx_authors.py', 'reproduce and triton and ' + INTERPRETED_MODEL),
 ]
 
 
@@ -38,6 +46,7 @@ def selection() -> str:
 def test_gpu_kernels_match_under_the_interpreter():
     pytest.importorskip('triton')
     from test_sparx_authors import NAMES
+    assert INTERPRETED_MODEL in NAMES
     env = dict(os.environ, TRITON_INTERPRET='1')
     files = [os.path.join('tests', path) for path, _ in SUITES]
     result = subprocess.run(
@@ -49,10 +58,9 @@ def test_gpu_kernels_match_under_the_interpreter():
     passed = re.search(r'(\d+) passed', out)
     assert passed, out[-2000:]
     assert 'failed' not in out and 'error' not in out.lower(), out[-2000:]
-    # Every authors' model went through the triton backend, and nothing
-    # of the scan suites was skipped for want of the backend.
+    # Nothing of the suites was skipped for want of the backend.
     counts = re.findall(r'(\d+) (passed|skipped)', out)
-    assert int(passed.group(1)) >= len(NAMES), out[-2000:]
+    assert int(passed.group(1)) >= 30, out[-2000:]
     assert not [n for n, kind in counts if kind == 'skipped'], out[-2000:]
 
 
@@ -60,4 +68,5 @@ def test_the_selection_names_every_suite():
     expression = selection()
     assert '(test_selective_scan and triton)' in expression
     assert 'test_triton_cross_scan' in expression
-    assert '(test_sparx_authors and reproduce and triton)' in expression
+    assert ('(test_sparx_authors and reproduce and triton and '
+            'seg_tiny_like)') in expression
