@@ -153,7 +153,9 @@ def require_fit(backbone: nn.Module, state: Dict[str, Tensor], source: str,
     """Raise :class:`CheckpointError` (another family by name, else why
     the file does not fit; the full key lists to the log) unless ``state``
     fills ``backbone``: every key but those it ``may_be_missing`` (by
-    default the backbone's own rule), each at its shape. A backbone with
+    default the backbone's own rule), each at its shape. A backbone whose
+    ``refuses_unexpected_keys`` is true refuses keys it lacks too (its
+    ``prepare_pretrained`` already set aside the ones it knows); one with
     an ``explain_misfit(source, info, problems)`` words the reason."""
     from mmengine.logging import print_log
     if may_be_missing is None:
@@ -161,7 +163,8 @@ def require_fit(backbone: nn.Module, state: Dict[str, Tensor], source: str,
                                  lambda key: key.startswith('out_norms.'))
     problems = fit_problems(backbone, state, may_be_missing)
     if problems.missing or problems.mismatched or (
-            problems.unexpected and hasattr(backbone, 'explain_misfit')):
+            problems.unexpected and
+            getattr(backbone, 'refuses_unexpected_keys', False)):
         print_log(f'{type(backbone).__name__}: {source} does not fit: '
                   f'{problems.summary(limit=None)}', logger=logger,
                   level=logging.WARNING)

@@ -248,6 +248,9 @@ class SparseSwin(FreezeMixin, BaseModule):
     # -- how load_backbone reads a file into this backbone -----------------
     # Swin-T files are what the authors start from: they fill stages 1-3.
     accepted_families = ('SparseSwin', 'Swin')
+    # Keys a file holds besides those prepare_pretrained sets aside as
+    # unused are refused: no layout of SparseSwin's has them.
+    refuses_unexpected_keys = True
 
     def prepare_pretrained(self, filename: str, state: dict, info,
                            prefix: str):

@@ -6,7 +6,7 @@ Configs name activations as the papers' code does ('GELU', 'SiLU', 'relu'
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -45,25 +45,10 @@ def build_activation(name: Optional[str], inplace: bool = False
     return cls(inplace=True) if inplace and can_inplace else cls()
 
 
-def activation_fn(name: Optional[str]) -> Callable[[Tensor], Tensor]:
-    """The functional form (identity for None)."""
-    key = _key(name)
-    return (lambda x: x) if key is None else ACTIVATIONS[key][2]
-
-
-def kernel_code(name: Optional[str]) -> int:
-    """The C++ kernels' code of an activation they fuse (None, GELU, SiLU).
-    """
-    key = _key(name)
-    if key not in KERNEL_CODES:
-        raise ValueError(f'the fused kernels take GELU, SiLU or None, not '
-                         f'{name!r}')
-    return KERNEL_CODES[key]
-
-
 def activate(x: Tensor, name: Optional[str]) -> Tensor:
     """``name``'s activation of ``x`` (identity for None)."""
-    return activation_fn(name)(x)
+    key = _key(name)
+    return x if key is None else ACTIVATIONS[key][2](x)
 
 
 def activate_by_code(x: Tensor, code: int) -> Tensor:
