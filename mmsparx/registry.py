@@ -8,7 +8,10 @@ the toolbox (or mmengine) already owns.
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import importlib
+import inspect
 import warnings
 from typing import Dict, Iterable, Optional, Type
 
@@ -70,6 +73,45 @@ def _existing(registry, name: str):
     return None, None
 
 
+class UnknownArgumentError(TypeError):
+    """A model built with an argument its class does not take: one line
+    naming it and the closest valid name, not a bare ``TypeError``."""
+
+
+def _unknown_argument(cls: Type, key: str, valid: Iterable[str]) -> str:
+    valid = sorted(valid)
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = (f"did you mean '{close[0]}'?" if close else
+            f"it takes {', '.join(valid)}.")
+    return f"{cls.__name__} has no argument '{key}': {hint}"
+
+
+def check_arguments(cls: Type) -> Type:
+    """Make ``cls(...)`` with an unknown keyword argument (a typo in a
+    config or ``--cfg-options``) raise :class:`UnknownArgumentError` naming
+    it and the closest valid name. Classes whose ``__init__`` takes
+    ``**kwargs`` pass them on and are left as they are."""
+    init = cls.__dict__.get('__init__')
+    if init is None or getattr(init, '_checks_arguments', False):
+        return cls  # inherited (already checked there) or done
+    params = inspect.signature(init).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return cls
+    valid = [n for n, p in params.items() if n != 'self' and p.kind in (
+        p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @functools.wraps(init)
+    def checked_init(self, *args, **kwargs):
+        for key in kwargs:
+            if key not in params:
+                raise UnknownArgumentError(_unknown_argument(cls, key, valid))
+        init(self, *args, **kwargs)
+
+    checked_init._checks_arguments = True
+    cls.__init__ = checked_init
+    return cls
+
+
 def register_model(cls: Type, name: Optional[str] = None,
                    registries: Optional[Dict[str, object]] = None) -> Type:
     """Register ``cls`` as ``name`` in the ``MODELS`` of every toolbox.
@@ -80,11 +122,15 @@ def register_model(cls: Type, name: Optional[str] = None,
         registries: ``{scope: registry}``; defaults to every installed
             toolbox (:func:`toolbox_registries`).
 
+    Its keyword arguments are checked (:func:`check_arguments`).
+
     Raises:
         KeyError: ``name`` already means another class in a toolbox: mmsparx
             never shadows an existing model.
     """
     name = name or cls.__name__
+    if isinstance(cls, type):
+        check_arguments(cls)
     targets = toolbox_registries() if registries is None else registries
     for scope, registry in targets.items():
         existing, owner = _existing(registry, name)

@@ -103,3 +103,22 @@ def test_import_with_only_some_toolboxes(blocked, expected):
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
     assert 'Warning' not in out.stderr
+
+
+def test_unknown_argument_names_the_closest(capsys):
+    """A typo in --cfg-options ends in one line naming the argument and
+    the closest valid one; the tools exit with status 2, no traceback."""
+    from mmsparx.apis import load_model, refusals_exit
+    from mmsparx.registry import UnknownArgumentError
+    config = 'configs/sparx/mask-rcnn_sparx-mamba-t_fpn_1x_coco.py'
+    with pytest.raises(UnknownArgumentError) as err:
+        load_model(config, {'model.backbone.drop_path_rat': 0.1})
+    assert str(err.value) == ("SparXMamba has no argument 'drop_path_rat': "
+                              "did you mean 'drop_path_rate'?")
+    with pytest.raises(SystemExit) as exit_:
+        with refusals_exit():
+            load_model(config, {'model.backbone.out_indice': (3, )})
+    assert exit_.value.code == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == ["error: SparXMamba has no argument 'out_indice': did "
+                    "you mean 'out_indices'?"]

@@ -11,6 +11,7 @@ from mmengine.config import Config
 
 from mmsparx.engine.hooks.checkpoint_loading import guard_runner_loading
 from mmsparx.fileio import CheckpointError
+from mmsparx.registry import UnknownArgumentError
 from mmsparx.utils.cli import MissingImportError, explain_build_error
 from mmsparx.utils.runtime import adapt_cfg_to_device, init_cpu_dist
 
@@ -18,11 +19,11 @@ from mmsparx.utils.runtime import adapt_cfg_to_device, init_cpu_dist
 @contextlib.contextmanager
 def refusals_exit() -> Iterator[None]:
     """A tool's refusal of its input (a checkpoint that does not fit the
-    model) as its one paragraph on stderr and exit status 2, instead of a
-    traceback that buries it."""
+    model, a model argument that does not exist) as its one paragraph on
+    stderr and exit status 2, instead of a traceback that buries it."""
     try:
         yield
-    except CheckpointError as err:
+    except (CheckpointError, UnknownArgumentError) as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
 
