@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, load_test_config, run_tool
 from mmsparx.deploy import (DeployError, export_config, export_onnx,
                             read_metadata, run_onnxruntime)
-from mmsparx.deploy.compare import compare_detections
+from mmsparx.deploy.compare import (compare_argmax, compare_dense,
+                                    compare_detections)
 from mmsparx.ops import selective_scan_reference
 from mmsparx.ops.scan_doubling import (linear_recurrence,
                                        selective_scan_doubling)
@@ -227,23 +228,40 @@ def trained_like_checkpoint(name: str, folder) -> str:
     return file
 
 
-@pytest.mark.parametrize('name', list(CASES))
-def test_export_and_check(name, tmp_path):
-    """Export with a dynamic batch (traced at 1) and check at batch 2 on a
-    non-square input where the model takes one."""
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    """``exported(name)``: (checkpoint, ONNX file, summary) of CASES[name],
+    exported once per module with a dynamic batch (traced at 1) and
+    checked at batch 2."""
     from mmengine.registry import DefaultScope
 
     def scope():
         return getattr(DefaultScope.get_current_instance(), 'scope_name',
                        None)
+    made = {}
+
+    def export(name: str):
+        if name not in made:
+            path, shape, options = CASES[name]
+            folder = tmp_path_factory.mktemp(name)
+            checkpoint = trained_like_checkpoint(name, folder)
+            out = str(folder / f'{name}.onnx')
+            before = scope()
+            summary = export_config(config(path), checkpoint, out,
+                                    shape=shape, dynamic_batch=True,
+                                    check=True, cfg_options=options)
+            assert scope() == before  # later look-ups are unchanged
+            made[name] = checkpoint, out, summary
+        return made[name]
+    return export
+
+
+@pytest.mark.parametrize('name', list(CASES))
+def test_export_and_check(name, exported):
+    """Export with a dynamic batch (traced at 1) and check at batch 2 on a
+    non-square input where the model takes one."""
     path, shape, options = CASES[name]
-    checkpoint = trained_like_checkpoint(name, tmp_path)
-    out = str(tmp_path / f'{name}.onnx')
-    before = scope()
-    summary = export_config(config(path), checkpoint, out, shape=shape,
-                            dynamic_batch=True, check=True,
-                            cfg_options=options)
-    assert scope() == before  # later registry look-ups are unchanged
+    _, out, summary = exported(name)
     check = summary['check']
     assert check['ok'], check
     assert check['batch'] == 2 and summary['batch'] == 'dynamic'
@@ -254,6 +272,78 @@ def test_export_and_check(name, tmp_path):
     assert meta['input_size'] == list(shape)
     assert meta['task'] == summary['task']
     assert len(meta['mean']) == 3 and len(meta['std']) == 3
+
+
+def predict_image(name: str, checkpoint: str, image: str, work_dir):
+    """The trained model's answer for the image file, as tools/test.py
+    gets it: the config's test pipeline (its resize set to the exported
+    size) and ``test_step`` of the model the tools' Runner builds."""
+    from mmengine.dataset import Compose, pseudo_collate
+
+    from mmsparx.apis import build_runner, load_checkpoint
+    from mmsparx.deploy import restored_default_scope
+    path, (h, w), options = CASES[name]
+    with restored_default_scope():
+        cfg = load_test_config(config(path), options, work_dir)
+        runner = build_runner(cfg, config(path))
+        load_checkpoint(runner.model, checkpoint, config(path))
+        steps = cfg.test_dataloader.dataset.pipeline
+        pipeline = Compose([steps[0], dict(type='Resize', scale=(w, h),
+                                           keep_ratio=False), steps[-1]])
+        data = pseudo_collate([pipeline(dict(img_path=image, img_id=0))])
+        with torch.no_grad():
+            return runner.model.eval().test_step(data)[0]
+
+
+def onnx_image(onnx_file: str, image: str) -> list:
+    """The ONNX file's answer for the image file, preprocessed as its own
+    metadata says (channel order, input size, mean, std)."""
+    import cv2
+    meta = read_metadata(onnx_file)
+    pixels = cv2.imread(image)  # BGR
+    if meta['channel_order'] == 'RGB':
+        pixels = pixels[..., ::-1]
+    h, w = meta['input_size']
+    if pixels.shape[:2] != (h, w):
+        pixels = cv2.resize(pixels, (w, h), interpolation=cv2.INTER_LINEAR)
+    pixels = (pixels - np.array(meta['mean'])) / np.array(meta['std'])
+    inputs = dict(images=pixels.transpose(2, 0, 1)[None].astype(np.float32))
+    if meta['task'] == 'detection':
+        inputs['orig_target_sizes'] = np.array([[w, h]], dtype=np.int64)
+    return run_onnxruntime(onnx_file, inputs)
+
+
+@pytest.mark.parametrize('name', ['sparx-mamba-t-cls', 'rtdetr-sparx',
+                                  'upernet-sparx-mamba-t'])
+def test_image_file_answers_agree(name, exported, tmp_path):
+    """One image file, two routes: the config's pipeline and the trained
+    model's predict, and the exported file fed as its metadata says. The
+    classes, detections and maps agree: the file states the model's real
+    preprocessing (a classifier's ImageNet mean / std included)."""
+    import cv2
+    checkpoint, onnx_file, summary = exported(name)
+    h, w = CASES[name][1]
+    image = str(tmp_path / 'image.png')
+    rng = np.random.default_rng(0)
+    cv2.imwrite(image, cv2.GaussianBlur(rng.integers(
+        0, 256, (h, w, 3), dtype=np.uint8), (7, 7), 2))
+    result = predict_image(name, checkpoint, image, tmp_path / 'work')
+    got = onnx_image(onnx_file, image)
+    if summary['task'] == 'classification':
+        probs = torch.from_numpy(got[0]).double().softmax(-1)[0]
+        assert torch.allclose(probs, result.pred_score.double(), atol=1e-5)
+        assert int(probs.argmax()) == int(result.pred_label)
+    elif summary['task'] == 'detection':
+        pred = result.pred_instances
+        assert compare_detections(
+            [torch.from_numpy(t) for t in got],
+            [t[None].numpy() for t in (pred.labels, pred.bboxes,
+                                       pred.scores)])['ok']
+    else:
+        logits = torch.from_numpy(got[0])
+        assert compare_dense(result.seg_logits.data[None], got[0])['ok']
+        assert compare_argmax(logits, result.pred_sem_seg.data.numpy())[
+            'ok']
 
 
 def test_segmentation_argmax_and_fixed_batch(tmp_path):

@@ -3,6 +3,7 @@ set, the model built through that toolbox's registry), and its weights
 loaded whole or refused."""
 from __future__ import annotations
 
+import copy
 import os.path as osp
 from typing import Optional, Tuple
 
@@ -16,28 +17,56 @@ SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 CONVENTIONS = {'RTDETR': dict(input=(640, 640), flops_per_mac=2)}
 
 
+def model_config(cfg):
+    """``cfg.model`` as mmengine's Runner builds it: the config's top-level
+    ``data_preprocessor`` (where mmpretrain and mmseg configs keep it)
+    merged in unless the model names its own. Without the merge a
+    classifier normalises with mean 0 / std 1, not as it was trained."""
+    model_cfg = copy.deepcopy(cfg.model)
+    preprocessor = cfg.get('data_preprocessor')
+    if preprocessor is not None:
+        model_cfg.setdefault('data_preprocessor',
+                             copy.deepcopy(preprocessor))
+    return model_cfg
+
+
+def build_model(cfg, pretrained: bool = True) -> nn.Module:
+    """The model of ``cfg`` as the Runner builds it (:func:`model_config`,
+    the config's default scope set). ``pretrained=False`` drops the
+    backbone's ``init_cfg``: a file named there need not exist."""
+    from mmengine.registry import MODELS, init_default_scope
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ValueError(f'default_scope {scope!r} is not one of mmdet / '
+                         'mmseg / mmpretrain: mmsparx builds those '
+                         "toolboxes' models")
+    init_default_scope(scope)
+    model_cfg = model_config(cfg)
+    if not pretrained:
+        model_cfg.pop('pretrained', None)
+        if model_cfg.get('backbone') is not None:
+            model_cfg.backbone.init_cfg = None
+            model_cfg.backbone.pop('pretrained', None)
+    return MODELS.build(model_cfg)
+
+
 def load_model(config: str, cfg_options: Optional[dict] = None
                ) -> Tuple[nn.Module, str, object]:
     """(model in eval mode, its default scope, the config with
-    ``cfg_options`` merged), no weights loaded: a pretrained file named in
-    the config need not exist."""
+    ``cfg_options`` merged), built as :func:`build_model` does with no
+    weights loaded: a pretrained file named in the config need not
+    exist."""
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in SCOPES:
-        raise ValueError(f'{config}: default_scope {scope!r} is not one of '
-                         "mmdet / mmseg / mmpretrain; the model zoo counts "
-                         "those toolboxes' models")
-    init_default_scope(scope)
-    model_cfg = cfg.model.copy()
-    if model_cfg.get('backbone') is not None:
-        model_cfg.backbone.init_cfg = None
-    model_cfg.pop('pretrained', None)
-    return MODELS.build(model_cfg).eval(), scope, cfg
+    try:
+        model = build_model(cfg, pretrained=False)
+    except ValueError as err:
+        if 'default_scope' not in str(err):
+            raise
+        raise ValueError(f'{config}: {err}') from None
+    return model.eval(), cfg.default_scope, cfg
 
 
 def classifier_input(cfg) -> Tuple[int, int]:

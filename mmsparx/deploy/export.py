@@ -84,12 +84,13 @@ def prepare(config: str, checkpoint: Optional[str],
     scope (see :func:`restored_default_scope`)."""
     from mmsparx.apis import load_checkpoint, load_model
     from mmsparx.fileio import CheckpointError
+    from mmsparx.registry import UnknownArgumentError
 
     if not osp.isfile(config):
         raise FileNotFoundError(f'config {config} does not exist.')
     try:
         model, scope, cfg = load_model(config, cfg_options)
-    except ValueError as err:
+    except (ValueError, UnknownArgumentError) as err:
         raise DeployError(str(err)) from err
     if checkpoint is not None:
         try:

@@ -45,16 +45,14 @@ from mmsparx.engine.hooks.safe_checkpoint import write_atomically  # noqa: E402
 
 
 def build_from_config(config: str) -> nn.Module:
-    """The config's model, without loading its pretrained backbone."""
-    import mmsparx  # noqa: F401  registers the RT-DETR modules
-    from mmdet.registry import MODELS
+    """The config's model as the Runner builds it, without loading its
+    pretrained backbone."""
     from mmengine.config import Config
-    from mmengine.registry import DefaultScope
-    model_cfg = Config.fromfile(config).model.copy()
-    if model_cfg.get('backbone') is not None:
-        model_cfg.backbone.init_cfg = None
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        return MODELS.build(model_cfg)
+
+    from mmsparx.apis import build_model
+    from mmsparx.deploy import restored_default_scope
+    with restored_default_scope():
+        return build_model(Config.fromfile(config), pretrained=False)
 
 
 def build_from_settings(conversion: Conversion) -> nn.Module:

@@ -64,12 +64,8 @@ def load_cfg(config: str, size: Optional[Sequence[int]], cuda: bool):
     from mmsparx.utils.runtime import adapt_cfg_to_device
     cfg = load_config(resolve_config(config), None, 'none', None)
     adapt_cfg_to_device(cfg, distributed=False, cuda=cuda)
-    model = cfg.model
-    model.pop('pretrained', None)
-    if model.get('backbone') is not None:
-        model.backbone.init_cfg = None
-        model.backbone.pop('pretrained', None)
-    preprocessor = model.get('data_preprocessor') or {}
+    preprocessor = cfg.model.get('data_preprocessor') or cfg.get(
+        'data_preprocessor') or {}
     preprocessor.pop('batch_augments', None)
     if cfg.default_scope == 'mmseg' and size is not None:
         preprocessor['size'] = tuple(size)
@@ -107,9 +103,9 @@ def build(cfg, device: torch.device):
     mmsparx models are registered already: importing any mmsparx module
     runs the package's ``__init__``, which registers them."""
     from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import MODELS, init_default_scope
-    init_default_scope(cfg.default_scope)
-    model = MODELS.build(cfg.model)
+
+    from mmsparx.apis import build_model
+    model = build_model(cfg, pretrained=False)
     model.init_weights()
     model = model.to(device).train()
     return model, build_optim_wrapper(model, cfg.optim_wrapper)
