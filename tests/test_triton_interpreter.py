@@ -1,7 +1,8 @@
 """Triton's interpreter runs the GPU kernels on CPU tensors. It must be
 switched on before triton is imported, so one fresh process runs every
 interpreter suite at once (one start-up, one import of torch and triton):
-the generic scan's triton-backend tests, the cross scan's kernels, and the
+the generic scan's triton-backend tests, the cross scan's kernels, their
+offsets past 2^31, and the
 authors' SparX-Mamba outputs reproduced through the triton backend.
 
 The last runs for one authors' model, the dense (segmentation) one: the
@@ -25,6 +26,7 @@ INTERPRETED_MODEL = 'seg_tiny_like'
 SUITES = [
     ('test_selective_scan.py', 'triton'),
     ('test_triton_cross_scan.py', None),  # all of it
+    ('test_triton_offsets.py', None),
     ('test_sparx_authors.py', 'reproduce and triton and ' + INTERPRETED_MODEL),
 ]
 
@@ -68,5 +70,6 @@ def test_the_selection_names_every_suite():
     expression = selection()
     assert '(test_selective_scan and triton)' in expression
     assert 'test_triton_cross_scan' in expression
+    assert 'test_triton_offsets' in expression
     assert ('(test_sparx_authors and reproduce and triton and '
             'seg_tiny_like)') in expression

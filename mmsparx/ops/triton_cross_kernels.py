@@ -22,6 +22,28 @@ def _mul(a, b):
 
 
 @triton.jit
+def image_index():
+    """This program's image (grid axis 0), 64-bit: every offset formed from
+    it is then 64-bit. In 32 bits ``(b * 4 * d) * L`` (the raw step's
+    gradient) passes 2^31 at SparX-T's first stage on 800x1344 images
+    (d = 192, L = 67,200) from batch 42 per GPU: writes out of bounds."""
+    return tl.program_id(0).to(tl.int64)
+
+
+@triton.jit
+def map_offsets(image, d, chan, L, p):
+    """Offsets of the (d, L) map of ``image`` at channels ``chan`` and
+    map indices ``p``: (BD, T), 64-bit with :func:`image_index`."""
+    return (image * d + chan)[:, None] * L + p[None, :]
+
+
+@triton.jit
+def raw_step_offsets(image, DIR: tl.constexpr, d, chan, L, p):
+    """Offsets of direction DIR's raw-step gradient, (b, 4, d, L)."""
+    return ((image * _DIRS + DIR) * d + chan)[:, None] * L + p[None, :]
+
+
+@triton.jit
 def _map_index(s, L, H, W, DIR: tl.constexpr, COLS_T: tl.constexpr):
     """Sequence index s of direction DIR -> index in the map it reads:
     0 rows, 1 columns, 2 rows reversed, 3 columns reversed. The columns'
@@ -85,7 +107,7 @@ def chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
     the end state S (forward) or the adjoint summary a_first * g_first
     (``ADJOINT``: g_t = C_t dy_t + a_{t+1} g_{t+1}, walked last to first).
     """
-    pid_b = tl.program_id(0)
+    pid_b = image_index()
     pid_d = tl.program_id(1)
     pid_c = tl.program_id(2)
     chan = pid_d * BD + tl.arange(0, BD)
@@ -111,10 +133,10 @@ def chunk_summary(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, gy_ptr,
         dt_next, _ = _step(low_base, w_ptr + DIR * d * R, bias_ptr + DIR * d,
                            s_low_r, pn, n_mask, chan, d_mask, R, BD, T,
                            HAS_BIAS, SOFTPLUS)
-        gy = tl.load(gy_ptr + (pid_b * d + chan)[:, None] * L + p[None, :],
+        gy = tl.load(gy_ptr + map_offsets(pid_b, d, chan, L, p),
                      mask=mask, other=0.0).to(tl.float32)
     else:
-        u = tl.load(x_ptr + (pid_b * d + chan)[:, None] * L + p[None, :],
+        u = tl.load(x_ptr + map_offsets(pid_b, d, chan, L, p),
                     mask=mask, other=0.0).to(tl.float32)
     last = j[None, :] == T - 1
     first_step = (s == pid_c * T)[None, :]
@@ -147,7 +169,7 @@ def carry(p_ptr, s_ptr, h_ptr, d, chunks, BD: tl.constexpr,
           REVERSE: tl.constexpr):
     """h_ptr[k] = the state entering chunk k: h <- P h + S over the chunks
     (from the last chunk backwards when ``REVERSE``)."""
-    row = tl.program_id(0)  # (image, direction, state)
+    row = tl.program_id(0).to(tl.int64)  # (image, direction, state)
     chan = tl.program_id(1) * BD + tl.arange(0, BD)
     d_mask = chan < d
     h = tl.zeros([BD], dtype=tl.float32)
@@ -184,7 +206,7 @@ def output_chunk(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr,
     dt, _ = _step(low_ptr + pid_b * s_low_b + DIR * s_low_k,
                   w_ptr + DIR * d * R, bias_ptr + DIR * d, s_low_r, p, t_mask,
                   chan, d_mask, R, BD, T, HAS_BIAS, SOFTPLUS)
-    map_ptrs = (pid_b * d + chan)[:, None] * L + p[None, :]
+    map_ptrs = map_offsets(pid_b, d, chan, L, p)
     u = tl.load(x_ptr + map_ptrs, mask=mask, other=0.0).to(tl.float32)
     bc_base = bc_ptr + pid_b * s_bc_b + DIR * s_bc_k
     state = tl.arange(0, NP)[None, :]
@@ -228,7 +250,7 @@ def output(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr, y_ptr,
     """One direction's output: a program per chunk whose entering states
     ``_carries`` computed or, with ``SEQ``, a program per (image, channel
     block) walking every chunk in order with the state in registers."""
-    pid_b = tl.program_id(0)
+    pid_b = image_index()
     chan = tl.program_id(1) * BD + tl.arange(0, BD)
     d_mask = chan < d
     hc = tl.zeros([BD, NP], dtype=tl.float32)
@@ -261,7 +283,7 @@ def grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr, g_ptr,
     entering state, the adjoint g from the carry that enters from the right
     (``g_ptr``), then dL/du (added into gx), dL/d(raw step) (stored, one
     writer per element), and dA, dB, dC, dD, d(bias) summed and added."""
-    pid_b = tl.program_id(0)
+    pid_b = image_index()
     pid_d = tl.program_id(1)
     pid_c = tl.program_id(2)
     chan = pid_d * BD + tl.arange(0, BD)
@@ -281,7 +303,7 @@ def grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr, g_ptr,
                     chan, d_mask, R, BD, T, HAS_BIAS, SOFTPLUS)
     dt_next, _ = _step(low_base, w_base, bias_ptr + DIR * d, s_low_r, pn,
                        n_mask, chan, d_mask, R, BD, T, HAS_BIAS, SOFTPLUS)
-    map_ptrs = (pid_b * d + chan)[:, None] * L + p[None, :]
+    map_ptrs = map_offsets(pid_b, d, chan, L, p)
     u = tl.load(x_ptr + map_ptrs, mask=mask, other=0.0).to(tl.float32)
     gy = tl.load(gy_ptr + map_ptrs, mask=mask, other=0.0).to(tl.float32)
     bc_base = bc_ptr + pid_b * s_bc_b + DIR * s_bc_k
@@ -331,5 +353,5 @@ def grads(x_ptr, low_ptr, bc_ptr, w_ptr, a_ptr, bias_ptr, d_ptr, h_ptr, g_ptr,
     gdt = tl.where(mask, gdt, 0.0)
     if HAS_BIAS:
         tl.atomic_add(gbias_ptr + row, tl.sum(gdt, axis=1), mask=d_mask)
-    tl.store(graw_ptr + ((pid_b * _DIRS + DIR) * d + chan)[:, None] * L
-             + p[None, :], gdt, mask=mask)
+    tl.store(graw_ptr + raw_step_offsets(pid_b, DIR, d, chan, L, p), gdt,
+             mask=mask)

@@ -36,9 +36,27 @@ def _linear_combine(a_left, b_left, a_right, b_right):
 
 
 @triton.jit
+def program_rows(dim, BLOCK_D: tl.constexpr):
+    """(image, channels, rows image * dim + channel) of this program, the
+    image and rows 64-bit: in 32 bits ``rows * length`` passes 2^31 at
+    SparX-T's first stage on 800x1344 images (4d = 768 rows, L = 67,200)
+    from batch 42 per GPU, reading and writing out of bounds."""
+    image = tl.program_id(0).to(tl.int64)
+    chan = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    return image, chan, image * dim + chan
+
+
+@triton.jit
+def row_offsets(rows, length, offs):
+    """Offsets of ``rows`` x time steps ``offs`` in a (rows, length)
+    tensor: (BLOCK_D, T)."""
+    return rows[:, None] * length + offs[None, :]
+
+
+@triton.jit
 def _chunk(u_ptr, dt_ptr, b_ptr, rows, offs, t_mask, mask, a, length):
     """One chunk of u, delta, decay exp(delta a), drive delta B u."""
-    ptrs = rows[:, None] * length + offs[None, :]
+    ptrs = row_offsets(rows, length, offs)
     u = tl.load(u_ptr + ptrs, mask=mask, other=0.0)
     dt = tl.load(dt_ptr + ptrs, mask=mask, other=0.0)
     b = tl.load(b_ptr + offs, mask=t_mask, other=0.0)
@@ -52,11 +70,9 @@ def _chunk(u_ptr, dt_ptr, b_ptr, rows, offs, t_mask, mask, a, length):
 def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, dim, length,
                      state, groups, per_group, BLOCK_D: tl.constexpr,
                      T: tl.constexpr):
-    pid_b = tl.program_id(0)
+    pid_b, chan, rows = program_rows(dim, BLOCK_D)
     pid_d = tl.program_id(1)
-    chan = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = chan < dim
-    rows = pid_b * dim + chan
     group = (pid_d * BLOCK_D) // per_group
     steps = tl.arange(0, T)
     last = steps[None, :] == T - 1
@@ -75,7 +91,7 @@ def _scan_fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, dim, length,
                                                _linear_combine)
             hs = acc_a * h[:, None] + acc_b
             c = tl.load(C_ptr + bc_base + offs, mask=t_mask, other=0.0)
-            y_ptrs = y_ptr + rows[:, None] * length + offs[None, :]
+            y_ptrs = y_ptr + row_offsets(rows, length, offs)
             y = tl.load(y_ptrs, mask=mask, other=0.0)
             tl.store(y_ptrs, y + c[None, :] * hs, mask=mask)
             h = tl.sum(tl.where(last, hs, 0.0), axis=1)
@@ -88,11 +104,9 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, gy_ptr, h_ptr,
                      gu_ptr, gdt_ptr, gA_ptr, gB_ptr, gC_ptr, dim, length,
                      state, groups, per_group, chunks,
                      BLOCK_D: tl.constexpr, T: tl.constexpr):
-    pid_b = tl.program_id(0)
+    pid_b, chan, rows = program_rows(dim, BLOCK_D)
     pid_d = tl.program_id(1)
-    chan = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = chan < dim
-    rows = pid_b * dim + chan
     group = (pid_d * BLOCK_D) // per_group
     steps = tl.arange(0, T)
     first = steps[None, :] == 0
@@ -147,18 +161,18 @@ def _scan_bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, gy_ptr, h_ptr,
             next_offs = offs + 1
             n_t_mask = next_offs < length
             n_mask = d_mask[:, None] & n_t_mask[None, :]
-            n_dt = tl.load(dt_ptr + rows[:, None] * length +
-                           next_offs[None, :], mask=n_mask, other=0.0)
+            n_dt = tl.load(dt_ptr + row_offsets(rows, length, next_offs),
+                           mask=n_mask, other=0.0)
             n_decay = tl.where(n_mask & ~last, tl.exp(n_dt * a[:, None]),
                                1.0)
-            gy = tl.load(gy_ptr + rows[:, None] * length + offs[None, :],
+            gy = tl.load(gy_ptr + row_offsets(rows, length, offs),
                          mask=mask, other=0.0)
             c = tl.load(C_ptr + bc_base + offs, mask=t_mask, other=0.0)
             src = gy * c[None, :] + tl.where(last, carry[:, None], 0.0)
             _, g = tl.associative_scan((n_decay, src), 1, _linear_combine,
                                        reverse=True)
             g = tl.where(mask, g, 0.0)
-            ptrs = rows[:, None] * length + offs[None, :]
+            ptrs = row_offsets(rows, length, offs)
             gu = tl.load(gu_ptr + ptrs, mask=mask, other=0.0)
             tl.store(gu_ptr + ptrs, gu + g * dt * b[None, :], mask=mask)
             gdt = tl.load(gdt_ptr + ptrs, mask=mask, other=0.0)
