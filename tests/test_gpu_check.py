@@ -47,7 +47,8 @@ def test_cpu_run_writes_the_summary(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     summary = json.loads(summary_file.read_text())
     assert summary['passed'] and summary['device'] == 'cpu'
-    assert 'fused_cpu' in summary['scan_backends']
+    assert 'fused_cpu' in summary['scan']['backends']
+    assert summary['scan']['ss2d'] == 'the fused C++ cross scan'
     steps = {s['name']: s for s in summary['steps']}
     assert steps['scan tests']['results']['counts']['passed'] == 5
     assert steps['cuda test files']['skipped']

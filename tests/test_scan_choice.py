@@ -84,3 +84,50 @@ def test_without_timing_the_rule_decides(monkeypatch):
         assert not scan_choice.fused_pays(big, fused, generic)
         assert scan_choice.fused_pays(small, fused, generic)
     assert scan_choice._choices == {}
+
+
+@pytest.mark.parametrize('mamba', [False, True])
+def test_ss2d_takes_the_fused_triton_scan_over_mamba_ssm(monkeypatch, mamba):
+    """The stated rule: on CUDA ``auto`` runs SS2D on the fused Triton
+    cross scan whether or not mamba-ssm is installed; the generic path it
+    is timed against for inference uses mamba-ssm where installed. A
+    backend named by the caller or the environment is kept."""
+    import importlib
+    pytest.importorskip('triton')
+    scan = importlib.import_module('mmsparx.ops.selective_scan')
+    monkeypatch.setattr(scan, '_mamba_fn', lambda: object() if mamba
+                        else None)
+    monkeypatch.delenv(scan.BACKEND_ENV, raising=False)
+    cuda = torch.device('cuda')
+    assert scan.resolve_backend(cuda) == ('mamba_ssm' if mamba else 'triton')
+    assert scan_choice.ss2d_backend(cuda) == 'triton'
+    generic = 'mamba_ssm' if mamba else 'triton'
+    assert scan_choice.describe('triton') == (
+        'the fused Triton cross scan (for inference timed per shape '
+        f'against the generic path on {generic})')
+    if mamba:
+        assert scan_choice.ss2d_backend(cuda, 'mamba_ssm') == 'mamba_ssm'
+        monkeypatch.setenv(scan.BACKEND_ENV, 'mamba_ssm')
+        assert scan_choice.ss2d_backend(cuda) == 'mamba_ssm'
+    assert scan_choice.describe('chunked') == \
+        'the generic path on the chunked backend'
+
+
+def test_scan_paths_tool_prints_the_choice(capsys):
+    import importlib.util
+    import json
+    import os.path as osp
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location(
+        'scan_paths', osp.join(ROOT, 'tools', 'analysis_tools',
+                               'scan_paths.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(['--device', 'cpu', '--json'])
+    paths = json.loads(capsys.readouterr().out)
+    from mmsparx.ops import available_backends
+    assert paths['backends'] == list(available_backends('cpu'))
+    assert paths['selective_scan'] == paths['backends'][0]
+    assert paths['kernel_check'] == 'on'
+    assert paths['mamba_ssm'] in ('not installed', ) or \
+        paths['mamba_ssm'][0].isdigit()

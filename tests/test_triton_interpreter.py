@@ -2,7 +2,7 @@
 switched on before triton is imported, so one fresh process runs every
 interpreter suite at once (one start-up, one import of torch and triton):
 the generic scan's triton-backend tests, the cross scan's kernels, their
-offsets past 2^31, and the
+offsets past 2^31, their own first-use checks, and the
 authors' SparX-Mamba outputs reproduced through the triton backend.
 
 The last runs for one authors' model, the dense (segmentation) one: the
@@ -27,6 +27,7 @@ SUITES = [
     ('test_selective_scan.py', 'triton'),
     ('test_triton_cross_scan.py', None),  # all of it
     ('test_triton_offsets.py', None),
+    ('test_triton_kernel_check.py', 'real_kernels'),
     ('test_sparx_authors.py', 'reproduce and triton and ' + INTERPRETED_MODEL),
 ]
 
@@ -49,7 +50,10 @@ def test_gpu_kernels_match_under_the_interpreter():
     pytest.importorskip('triton')
     from test_sparx_authors import NAMES
     assert INTERPRETED_MODEL in NAMES
-    env = dict(os.environ, TRITON_INTERPRET='1')
+    # The kernels' first-use checks are tested once, in their own file
+    # (which switches them on); everywhere else they would only add
+    # interpreted runs.
+    env = dict(os.environ, TRITON_INTERPRET='1', MMSPARX_KERNEL_CHECK='0')
     files = [os.path.join('tests', path) for path, _ in SUITES]
     result = subprocess.run(
         [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
@@ -62,7 +66,7 @@ def test_gpu_kernels_match_under_the_interpreter():
     assert 'failed' not in out and 'error' not in out.lower(), out[-2000:]
     # Nothing of the suites was skipped for want of the backend.
     counts = re.findall(r'(\d+) (passed|skipped)', out)
-    assert int(passed.group(1)) >= 30, out[-2000:]
+    assert int(passed.group(1)) >= 33, out[-2000:]
     assert not [n for n, kind in counts if kind == 'skipped'], out[-2000:]
 
 

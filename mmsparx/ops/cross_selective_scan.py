@@ -15,10 +15,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from mmsparx.ops import kernel_check, kernels
 from mmsparx.ops.cross_scan import cross_merge, cross_scan
-from mmsparx.ops.scan_choice import fused_pays
-from mmsparx.ops import kernels
-from mmsparx.ops.selective_scan import resolve_backend, selective_scan
+from mmsparx.ops.scan_choice import fused_pays, ss2d_backend
+from mmsparx.ops.selective_scan import selective_scan
 
 
 def directional(t: Tensor, height: int, width: int) -> Tensor:
@@ -82,7 +82,11 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     out_dtype = out_dtype or x.dtype
     length = h * w
     name = None if torch.jit.is_tracing() or kernels.exporting() else \
-        resolve_backend(x.device, backend)
+        ss2d_backend(x.device, backend)
+    if name == 'triton' and kernel_check.can_check(x) and \
+            not fused_cross_verified(x.device, x.dtype, A.shape[1],
+                                     delta_softplus):
+        name = None  # the generic path, on backends that pass their checks
     if name == 'triton':
         from mmsparx.ops.triton_cross_scan import triton_cross_selective_scan
 
@@ -112,6 +116,37 @@ def cross_selective_scan(x: Tensor, dt_low: Tensor, dt_weight: Tensor,
     return cross_selective_scan_generic(x, dt_low, dt_weight, A, B, C, D,
                                         delta_bias, delta_softplus,
                                         backend).to(out_dtype)
+
+
+def fused_cross_verified(device: torch.device, dtype: torch.dtype,
+                         d_state: int, softplus: bool) -> bool:
+    """Whether the fused Triton cross scan, both its per-chunk and its
+    one-pass forward, agrees with the reference here (checked once per
+    device, dtype, d_state and softplus; a failure is warned about)."""
+    from mmsparx.ops import triton_cross_scan as fused
+
+    def reference(*args):
+        return cross_selective_scan_generic(*args, backend='reference')
+
+    def run():
+        for one_pass in (False, True):
+            saved, fused.SEQUENTIAL = fused.SEQUENTIAL, one_pass
+            try:
+                problem = kernel_check.check(
+                    fused.triton_cross_selective_scan, reference,
+                    kernel_check.cross_inputs(d_state),
+                    kernel_check.CROSS_ACTIVATIONS, device, dtype, softplus)
+            finally:
+                fused.SEQUENTIAL = saved
+            if problem is not None:
+                forward = 'one-pass' if one_pass else 'per-chunk'
+                return f'{problem} ({forward} forward)'
+        return None
+    key = ('triton cross scan', str(device), dtype, d_state, softplus)
+    return kernel_check.passes(
+        'fused Triton cross-scan', key, run,
+        "the generic path (four sequences as tensors, the selective scan's "
+        'checked backends)')
 
 
 def cross_selective_scan_generic(x: Tensor, dt_low: Tensor, dt_weight: Tensor,

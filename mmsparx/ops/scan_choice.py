@@ -1,5 +1,13 @@
 """Which CUDA path runs SS2D's scan: the fused Triton cross scan, or the
-generic path (four sequences as tensors, the generic Triton scan).
+generic path (four sequences as tensors, one selective scan: mamba-ssm's
+kernel where it is installed, else the generic Triton scan).
+
+The rule for ``auto`` on CUDA (:func:`ss2d_backend`): the fused Triton
+cross scan wherever triton runs, mamba-ssm installed or not. Its four
+directions read the map in place (no 4x copies, no merge) and its state
+stays in registers; mamba-ssm's kernel sees the four sequences only as
+tensors built by the generic path. For inference the generic path (on
+mamba-ssm where installed) is timed against it per shape, below.
 
 Fused wherever gradients are kept (it saves a quarter of the memory) and
 under ``torch.compile`` (its ops stay whole). For inference the faster one
@@ -27,6 +35,74 @@ TUNE_ENV = 'MMSPARX_SCAN_TUNE'
 TIMED_RUNS = 3
 
 _choices: Dict[Tuple, bool] = {}
+_logged: set = set()
+
+
+def ss2d_backend(device: torch.device, requested: str = 'auto') -> str:
+    """The backend SS2D's scan runs on (``triton`` meaning the fused cross
+    scan): :func:`~mmsparx.ops.selective_scan.resolve_backend`'s choice,
+    except that ``auto`` takes triton over mamba-ssm on CUDA (the rule
+    above). Logged once per device type and choice."""
+    from mmsparx.ops.selective_scan import (BACKEND_ENV, available_backends,
+                                            resolve_backend)
+    name = resolve_backend(device, requested)
+    chosen = requested == 'auto' and not os.environ.get(BACKEND_ENV)
+    if chosen and name == 'mamba_ssm' and \
+            'triton' in available_backends(device):
+        name = 'triton'
+    key = (torch.device(device).type, name)
+    if key not in _logged and not torch.compiler.is_compiling():
+        _logged.add(key)
+        from mmengine.logging import print_log
+        print_log(f'mmsparx SS2D scan on {key[0]}: {describe(name)}',
+                  logger='current')
+    return name
+
+
+def package_state(name: str, module: str) -> str:
+    """'VERSION', 'VERSION, does not import (...)' or 'not installed'."""
+    import importlib
+    from importlib import metadata
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return 'not installed'
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # e.g. a CUDA build for another torch
+        return f'{version}, does not import ({type(err).__name__}: {err})'
+    return version
+
+
+def scan_paths(device: torch.device) -> Dict[str, object]:
+    """What runs the scans on ``device`` here, for people and gpu_check:
+    the usable backends, the plain selective scan's and SS2D's choice,
+    mamba-ssm and triton, and whether the kernels check themselves."""
+    from mmsparx.ops import kernel_check
+    from mmsparx.ops.selective_scan import available_backends, \
+        resolve_backend
+    return dict(
+        device=str(device), backends=list(available_backends(device)),
+        selective_scan=resolve_backend(device),
+        ss2d=describe(ss2d_backend(device)),
+        mamba_ssm=package_state(
+            'mamba-ssm', 'mamba_ssm.ops.selective_scan_interface'),
+        triton=package_state('triton', 'triton'),
+        kernel_check='on' if kernel_check.enabled() else
+        f'off ({kernel_check.CHECK_ENV}=0)')
+
+
+def describe(name: str) -> str:
+    """What SS2D runs on backend ``name``, in words."""
+    if name == 'fused_cpu':
+        return 'the fused C++ cross scan'
+    if name != 'triton':
+        return f'the generic path on the {name} backend'
+    from mmsparx.ops.selective_scan import available_backends
+    generic = 'mamba_ssm' if 'mamba_ssm' in available_backends('cuda') \
+        else 'triton'
+    return ('the fused Triton cross scan (for inference timed per shape '
+            f'against the generic path on {generic})')
 
 
 def _time_ms(fn: Callable[[], Tensor]) -> float:

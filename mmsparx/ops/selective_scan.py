@@ -36,13 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmsparx.ops import kernels
+from mmsparx.ops import kernel_check, kernels
 from mmsparx.ops.kernels import onnx_export_mode  # noqa: F401  (public here)
 from mmsparx.ops.scan_doubling import selective_scan_doubling
 
 BACKENDS = ('mamba_ssm', 'triton', 'fused_cpu', 'chunked', 'doubling',
             'reference')
 BACKEND_ENV = 'MMSPARX_SCAN_BACKEND'
+# The GPU kernels, checked against the reference on first use per device,
+# dtype, d_state and softplus (``kernel_check``).
+CHECKED_BACKENDS = ('mamba_ssm', 'triton')
 
 # exp(-S) inside a chunk is kept below exp(CHUNK_EXP_LIMIT) so float32
 # never overflows (max ~3e38 = exp(88.7)); see _choose_chunk.
@@ -278,6 +281,28 @@ _IMPLEMENTATIONS = {
 }
 
 
+def verified_backend(name: str, device: torch.device, dtype: torch.dtype,
+                     d_state: int, softplus: bool) -> str:
+    """``name``, or where its kernel disagrees with the reference here the
+    next usable backend that does not (warned about once)."""
+    order = available_backends(device)
+    order = [name] + [b for b in order if b != name]
+    for i, candidate in enumerate(order):
+        if candidate not in CHECKED_BACKENDS:
+            return candidate
+
+        def run(fn=_IMPLEMENTATIONS[candidate]):
+            return kernel_check.check(
+                fn, selective_scan_reference, kernel_check.scan_inputs(
+                    d_state), kernel_check.SCAN_ACTIVATIONS, device, dtype,
+                softplus)
+        key = (candidate, str(device), dtype, d_state, softplus)
+        if kernel_check.passes(f'{candidate} selective-scan', key, run,
+                               f'the {order[i + 1]} backend'):
+            return candidate
+    return 'reference'
+
+
 class SelectiveScanOp(torch.autograd.Function):
     """The scan as one traced op, so FLOP counters see (and price) it.
 
@@ -315,6 +340,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor,
         return SelectiveScanOp.apply(u, delta, A, B, C, D, delta_bias,
                                      delta_softplus)
     name = resolve_backend(u.device, backend)
+    if name in CHECKED_BACKENDS and kernel_check.can_check(u):
+        name = verified_backend(name, u.device, u.dtype, A.shape[1],
+                                delta_softplus)
     return _IMPLEMENTATIONS[name](u, delta, A, B, C, D, delta_bias,
                                   delta_softplus)
 

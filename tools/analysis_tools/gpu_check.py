@@ -170,10 +170,10 @@ def timm_available() -> bool:
 def environment(device: str) -> dict:
     import torch
 
-    from mmsparx.ops import available_backends
+    from mmsparx.ops.scan_choice import scan_paths
     info = dict(device=device, torch=torch.__version__,
                 cuda=torch.version.cuda, timm=timm_available(),
-                scan_backends=list(available_backends(device)))
+                scan=scan_paths(torch.device(device)))
     if device == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(0)
     return info
