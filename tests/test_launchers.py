@@ -122,6 +122,30 @@ def test_slurm_gpus_env_is_checked():
     assert "slurm_train.sh: GPUS must be a positive integer" in result.stderr
 
 
+@pytest.mark.parametrize('restart', [0, 1])
+def test_slurm_requeues_a_preempted_run(tmp_path, restart):
+    """srun's exit 75 (PreemptionHook saved and stopped) in an sbatch job:
+    the script requeues the job; the requeued run (SLURM_RESTART_COUNT)
+    gets --resume. Fake srun / scontrol record what they were given."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for name, status in (('srun', 75), ('scontrol', 0)):
+        tool = bin_dir / name
+        tool.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/{name}.log\n'
+                        f'exit {status}\n')
+        tool.chmod(0o755)
+    result = launch(['bash', 'tools/slurm_train.sh', 'p', 'job', DEMO_DET,
+                     str(tmp_path / 'work'), '--amp'], env=dict(
+        PATH=f'{bin_dir}:{os.environ["PATH"]}', SLURM_JOB_ID='4242',
+        SLURM_RESTART_COUNT=str(restart), MMSPARX_PREFLIGHT='0',
+        PYTHON=sys.executable))
+    assert result.returncode == 75, result.stderr[-2000:]
+    assert (tmp_path / 'scontrol.log').read_text() == 'requeue 4242\n'
+    assert 'preempted; checkpoint saved' in result.stderr
+    srun_args = (tmp_path / 'srun.log').read_text().split()
+    assert srun_args[-1] == ('--resume' if restart else '--amp')
+
+
 def alive_with(text: str) -> list:
     """Pids of processes whose command line contains ``text``."""
     pids = []

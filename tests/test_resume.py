@@ -3,10 +3,13 @@ random flips, a shuffling sampler, validation every epoch) killed after a
 checkpoint, or while writing one, resumes to the same losses and weights as
 the uninterrupted run, bit for bit; so does an iteration-based UperNet run
 (random crops, flips, photometric noise, dropout, an infinite shuffling
-sampler), whose loop replays the data it had seen; ``--resume`` with
-nothing to resume says so."""
+sampler), whose loop replays the data it had seen; a run preempted
+(SIGTERM, SIGUSR1) in the middle of an epoch saves after the iteration it
+was in and resumes from the next; ``--resume`` with nothing to resume says
+so."""
 import os
 import os.path as osp
+import signal
 
 import pytest
 import torch
@@ -14,7 +17,8 @@ from mmengine.hooks import Hook
 
 from conftest import DEMO_SEG, ROOT, coco_options, load_test_config
 from mmsparx.apis import build_runner, prepare_device
-from mmsparx.engine.hooks import safe_checkpoint
+from mmsparx.engine.hooks import PreemptionHook, safe_checkpoint
+from mmsparx.engine.hooks.preemption import PREEMPTED_EXIT_CODE
 from tools.train import resume_point
 
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_sparx_t_fpn_shapes.py')
@@ -124,6 +128,43 @@ def test_killed_while_writing_a_checkpoint_loses_nothing(
     assert not any(n.endswith('.part') for n in os.listdir(tmp_path))
     assert sorted(n for n in os.listdir(tmp_path) if n.endswith('.pth')) \
         == [f'epoch_{EPOCHS}.pth']
+
+
+class SignalAt(Hook):
+    """SIGTERM (or ``signum``) to this process while iteration ``at``
+    trains: Slurm's preemption, mid-epoch."""
+
+    def __init__(self, at: int, signum: int = signal.SIGTERM):
+        self.at, self.signum = at, signum
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.at:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGUSR1])
+def test_preemption_saves_mid_epoch_and_resumes_bit_exactly(
+        coco_root, tmp_path, uninterrupted, signum):
+    """Signalled while iteration 2 (epoch 2's first) trains: it finishes,
+    iter_3.pth is written and named by last_checkpoint, the run exits 75;
+    the resume trains iterations 3, 4, 5 only, to the same weights."""
+    handler = signal.getsignal(signum)
+    with pytest.raises(SystemExit) as stop:
+        run(coco_root, tmp_path, [PreemptionHook(), SignalAt(2, signum)])
+    assert stop.value.code == PREEMPTED_EXIT_CODE == 75
+    assert signal.getsignal(signum) == handler  # restored
+    assert resume_point(str(tmp_path)).endswith('iter_3.pth')
+    assert_same_run(run(coco_root, tmp_path, [PreemptionHook()],
+                        resume=True), uninterrupted, 3)
+
+
+def test_train_tool_installs_the_preemption_hook(coco_root, tmp_path):
+    from tools.train import stop_cleanly_on_preemption
+    cfg = load_test_config(CONFIG, coco_options(coco_root), tmp_path)
+    stop_cleanly_on_preemption(cfg)
+    stop_cleanly_on_preemption(cfg)  # once
+    assert [h for h in cfg.custom_hooks
+            if h['type'] == 'PreemptionHook'] == [dict(type='PreemptionHook')]
 
 
 def run_upernet(ade_root, work_dir, hooks=(), resume=False):

@@ -10,7 +10,11 @@ tools/train.py (--resume, --amp, --cfg-options k=v ...).
 Env: GPUS (8) GPUS_PER_NODE (8) CPUS_PER_TASK (5) SRUN_ARGS (\"\"),
 PYTHON (default: the repo's .venv when present, else python).
 The data and pretrained weights the config names are checked before srun.
-MMSPARX_PREFLIGHT=0 skips the data check."
+MMSPARX_PREFLIGHT=0 skips the data check.
+Preemption: on SIGTERM or SIGUSR1 (sbatch --signal=B:USR1@120 ...) the
+training finishes its iteration, saves a resumable checkpoint and exits 75;
+inside an sbatch job this script then requeues it (scontrol requeue), and
+the requeued run resumes from that checkpoint."
 . "$(dirname "$0")/misc/launch_common.sh"
 check_help "$@"
 
@@ -39,8 +43,14 @@ if ! command -v srun >/dev/null; then
 fi
 choose_python
 preflight "$CONFIG" --work-dir "$WORK_DIR" "${@:5}"
+TRAIN_ARGS=("${@:5}")
+# A requeued job continues from its last checkpoint.
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && [[ " ${TRAIN_ARGS[*]} " != *" --resume"* ]]; then
+    TRAIN_ARGS+=(--resume)
+fi
 
-set -x
+PREEMPTED=75
+set -x +e
 PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 srun -p "${PARTITION}" \
     --job-name="${JOB_NAME}" \
@@ -51,4 +61,15 @@ srun -p "${PARTITION}" \
     --kill-on-bad-exit=1 \
     ${SRUN_ARGS} \
     "$PYTHON" -u "$(dirname "$0")/train.py" "${CONFIG}" \
-    --work-dir="${WORK_DIR}" --launcher="slurm" "${@:5}"
+    --work-dir="${WORK_DIR}" --launcher="slurm" "${TRAIN_ARGS[@]}"
+STATUS=$?
+set +x
+if [ "$STATUS" -eq "$PREEMPTED" ]; then
+    if [ -n "${SLURM_JOB_ID:-}" ] && command -v scontrol >/dev/null; then
+        echo "$LAUNCH_NAME: preempted; checkpoint saved in $WORK_DIR; requeueing job $SLURM_JOB_ID (it resumes there)." >&2
+        scontrol requeue "$SLURM_JOB_ID"
+    else
+        echo "$LAUNCH_NAME: preempted; checkpoint saved in $WORK_DIR; continue with the same command plus --resume." >&2
+    fi
+fi
+exit "$STATUS"

@@ -71,6 +71,15 @@ def use_config_optimizer(cfg, resume) -> None:
         dict(type='OptimFromConfigHook')]
 
 
+def stop_cleanly_on_preemption(cfg) -> None:
+    """SIGTERM / SIGUSR1 (Slurm's preemption and time limit): finish the
+    iteration, save a resumable checkpoint, exit 75
+    (mmsparx.engine.hooks.PreemptionHook)."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == 'PreemptionHook' for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='PreemptionHook')]
+
+
 def main(argv=None) -> None:
     guard_launch()  # a torchrun worker dies with torchrun
     args = parse_args(argv)
@@ -93,6 +102,7 @@ def main(argv=None) -> None:
         cfg.resume, cfg.load_from = True, args.resume
     if args.optim_from_config:
         use_config_optimizer(cfg, args.resume)
+    stop_cleanly_on_preemption(cfg)
     # Data and weights, once the arguments are known to be right.
     from mmsparx.datasets.preflight import ensure_ready
     ensure_ready(cfg, args.config)
