@@ -10,7 +10,7 @@ setup:
 	@bash tools/misc/setup_env.sh
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 demo: setup
 	$(PY) tools/misc/demo.py --preset $(DEMO)

@@ -13,6 +13,25 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    # `make test` runs two workers (pytest-xdist) on two cores: each, and
+    # the processes its tests start, one OpenMP thread, or they contend.
+    os.environ['OMP_NUM_THREADS'] = '1'
+    torch.set_num_threads(1)
+
+# The longest test files, run first: under pytest-xdist (--dist loadfile)
+# the other worker works through the rest meanwhile instead of the suite
+# waiting for them at its end.
+LONGEST_FIRST = ('test_triton_interpreter.py', 'test_gpu_check.py',
+                 'test_resume.py', 'test_onnx_export.py',
+                 'test_toolbox_train.py', 'test_model_zoo.py',
+                 'test_sparx_configs.py', 'test_config_training.py')
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_r18_fpn_shapes.py')
 DEMO_SEG = osp.join(ROOT, 'configs', 'demo', 'upernet_r18_ade_shapes.py')
 
@@ -196,6 +215,19 @@ def unformatted_config_text() -> Iterator[None]:
         yield
     finally:
         config_module.FormatCode = real
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_scope() -> Iterator[None]:
+    """A test that sets mmengine's default scope (building a model from a
+    config does) leaves it as it found it: a later test's registry look-up
+    would otherwise go to that toolbox's registry, and pass or fail by the
+    order the tests ran in."""
+    from mmengine.registry import DefaultScope
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
 
 
 @pytest.fixture(scope='session', autouse=True)

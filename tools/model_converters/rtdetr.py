@@ -51,8 +51,11 @@ def build_from_config(config: str) -> nn.Module:
 
     from mmsparx.apis import build_model
     from mmsparx.deploy import restored_default_scope
+    cfg = Config.fromfile(config)
+    if cfg.get('default_scope') is None:
+        cfg.default_scope = 'mmdet'  # RT-DETR is an mmdet model
     with restored_default_scope():
-        return build_model(Config.fromfile(config), pretrained=False)
+        return build_model(cfg, pretrained=False)
 
 
 def build_from_settings(conversion: Conversion) -> nn.Module:
