@@ -189,6 +189,11 @@ def warn_mismatch(kernel: str, key: Tuple, problem: str,
         f'this check.', KernelMismatchWarning, stacklevel=4)
 
 
+def verified(key: Tuple) -> bool:
+    """Whether the check of ``key`` ran and passed."""
+    return key in _verdicts and _verdicts[key] is None
+
+
 def problem(key: Tuple) -> Optional[str]:
     """What the check of ``key`` found wrong (None: passed, or not run)."""
     return _verdicts.get(key)

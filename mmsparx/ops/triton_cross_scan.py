@@ -48,6 +48,7 @@ import triton
 from mmsparx.ops import triton_cross_kernels as kernels
 from mmsparx.ops.triton_cross_kernels import DIRECTIONS
 
+
 def launch_shape(d: int, length: int) -> Tuple[int, int, int]:
     """(channels per program, chunk length, chunks)."""
     chunk = max(16, min(64, triton.next_power_of_2(length)))
