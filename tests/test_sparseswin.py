@@ -1,6 +1,7 @@
 """SparseSwin: the authors' size and outputs, the converter, the attention
 regulariser, the classifier and dense backbones."""
 import math
+import os
 
 import pytest
 import torch
@@ -399,15 +400,19 @@ def test_wrong_checkpoints_are_refused_with_the_reason(tmp_path):
 def test_convert_tool_writes_a_strictly_loaded_file(tmp_path):
     from tools.model_converters.sparseswin import convert_file
     torch.save(authors_state_dict(), tmp_path / 'authors.pt')
-    summary = convert_file(str(tmp_path / 'authors.pt'),
-                           str(tmp_path / 'ours.pth'))
+    # Into a folder that does not exist yet (checkpoints/ in a fresh clone).
+    out = tmp_path / 'checkpoints' / 'ours.pth'
+    summary = convert_file(str(tmp_path / 'authors.pt'), str(out))
     assert summary['params'] == 20_287_971
     assert summary['img_size'] == (224, 224)
     assert summary['arch']['sparta_depth'] == 2
-    saved = torch.load(tmp_path / 'ours.pth', weights_only=False)
+    assert os.listdir(out.parent) == ['ours.pth']  # no part file left
+    saved = torch.load(out, weights_only=False)
     assert len(saved['state_dict']) == 182
     with pytest.raises(ValueError, match='overwrite'):
         convert_file(str(tmp_path / 'authors.pt'),
                      str(tmp_path / 'authors.pt'))
     with pytest.raises(ValueError, match='not in the authors'):
-        convert_file(str(tmp_path / 'ours.pth'), str(tmp_path / 'x.pth'))
+        convert_file(str(out), str(tmp_path / 'x.pth'))
+    with pytest.raises(ValueError, match='it is a folder'):
+        convert_file(str(tmp_path / 'authors.pt'), str(out.parent))

@@ -22,13 +22,12 @@ from typing import Any, Tuple
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import torch  # noqa: E402
 
 from mmsparx.fileio import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_authors_file)
+                                        read_authors_file, save_converted)
 from mmsparx.converters.sparseswin import (convert_sparseswin,  # noqa: E402
                                            infer_arch)
 
@@ -71,10 +70,9 @@ def convert_file(src: str, dst: str, sparta_heads: int = 16) -> dict:
         read_authors_file(src, 'SparseSwin'), src, sparta_heads)
     model = build_model(arch, img_size, num_classes)
     load_strictly(model, converted, src)
-    torch.save({'state_dict': converted,
-                'meta': {'converted_from': osp.basename(src), 'arch': arch,
-                         'img_size': img_size,
-                         'num_classes': num_classes}}, dst)
+    meta = {'converted_from': osp.basename(src), 'arch': arch,
+            'img_size': img_size, 'num_classes': num_classes}
+    save_converted({'state_dict': converted, 'meta': meta}, dst)
     return dict(arch=arch, img_size=img_size, num_classes=num_classes,
                 keys=len(converted),
                 params=sum(p.numel() for p in model.parameters()))

@@ -22,13 +22,12 @@ from typing import Any, Tuple
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import torch  # noqa: E402
 
 from mmsparx.fileio import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_authors_file)
+                                        read_authors_file, save_converted)
 from mmsparx.converters.spartan import (arch_name, convert_spartan,  # noqa
                                         infer_arch)
 
@@ -77,9 +76,8 @@ def convert_file(src: str, dst: str) -> dict:
                  if k.startswith('backbone.')}
         load_strictly(SpaRTAN(name or arch, out_indices=(3, ),
                               out_norm=None), dense, src)
-    torch.save({'state_dict': converted,
-                'meta': {'converted_from': osp.basename(src),
-                         'arch': name or arch}}, dst)
+    meta = {'converted_from': osp.basename(src), 'arch': name or arch}
+    save_converted({'state_dict': converted, 'meta': meta}, dst)
     return dict(arch=name or arch, keys=len(converted))
 
 

@@ -20,13 +20,12 @@ from typing import Any, Tuple
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import torch  # noqa: E402
 
 from mmsparx.fileio import CheckpointError  # noqa: E402
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_authors_file)
+                                        read_authors_file, save_converted)
 from mmsparx.converters.sparx_mamba import (arch_name,  # noqa: E402
                                             convert_sparx_mamba, infer_arch)
 
@@ -67,10 +66,9 @@ def convert_file(src: str, dst: str) -> dict:
                            out_norm='ln' if has_norms else None,
                            dmca_scale=kwargs['dmca_scale'])
         load_strictly(model, dense, src)
-    torch.save({'state_dict': converted,
-                'meta': {'converted_from': osp.basename(src),
-                         'arch': arch, 'dmca_scale': kwargs['dmca_scale']}},
-               dst)
+    meta = {'converted_from': osp.basename(src), 'arch': arch,
+            'dmca_scale': kwargs['dmca_scale']}
+    save_converted({'state_dict': converted, 'meta': meta}, dst)
     return dict(arch=arch, dmca_scale=kwargs['dmca_scale'],
                 keys=len(converted))
 
