@@ -170,7 +170,7 @@ def timm_available() -> bool:
 def environment(device: str) -> dict:
     import torch
 
-    from mmsparx.ops.scan_choice import scan_paths
+    from mmsparx.ops.scan_report import scan_paths
     info = dict(device=device, torch=torch.__version__,
                 cuda=torch.version.cuda, timm=timm_available(),
                 scan=scan_paths(torch.device(device)))

@@ -27,7 +27,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import torch
 
-    from mmsparx.ops.scan_choice import scan_paths
+    from mmsparx.ops.scan_report import scan_paths
     from mmsparx.utils.cli import json_stdout
     devices = [args.device] if args.device else ['cpu'] + (
         ['cuda'] if torch.cuda.is_available() else [])
