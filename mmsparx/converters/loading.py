@@ -7,12 +7,10 @@ that loads it; the full key lists go to the log only.
 from __future__ import annotations
 
 import logging
-import os
 import os.path as osp
 import pickle
 from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from mmsparx.converters.detect import (CheckpointInfo, describe_model,
@@ -293,21 +291,6 @@ def check_paths(src: str, dst: str) -> None:
     if osp.isdir(osp.expanduser(dst)):
         raise CheckpointError(f'cannot write {dst}: it is a folder; give '
                               'the path of the file to write.')
-
-
-def save_converted(obj: dict, dst: str) -> None:
-    """Write ``obj`` to ``dst``, creating its folder (``checkpoints/`` in a
-    fresh clone), through a part file renamed over ``dst``: an interrupted
-    write leaves no half checkpoint under the name."""
-    dst = osp.expanduser(dst)
-    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
-    part = dst + '.part'
-    try:
-        torch.save(obj, part)
-        os.replace(part, dst)
-    finally:
-        if osp.exists(part):
-            os.remove(part)
 
 
 def load_strictly(model: nn.Module, state: Mapping[str, Tensor],

@@ -20,7 +20,6 @@ or wrong file (another family, an mmsparx file) is reported in one
 paragraph with the fix (exit status 1).
 """
 import argparse
-import io
 import logging
 import os.path as osp
 import sys
@@ -29,11 +28,11 @@ from typing import Optional
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
-import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mmsparx.fileio import fit_problems  # noqa: E402
-from mmsparx.fileio import CheckpointError  # noqa: E402
+from mmsparx.fileio import (CheckpointError,  # noqa: E402
+                            save_checkpoint_file)
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, exit_with,
                                         load_strictly,
@@ -41,7 +40,6 @@ from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
 from mmsparx.converters.rtdetr import (Conversion,  # noqa: E402
                                        convert_rtdetr, describe,
                                        fit_to_model, misfit_message)
-from mmsparx.engine.hooks.safe_checkpoint import write_atomically  # noqa: E402
 
 
 def build_from_config(config: str) -> nn.Module:
@@ -112,14 +110,6 @@ def check(conversion: Conversion, src: str, config: Optional[str]) -> None:
     conversion.state = state
 
 
-def save(obj: dict, dst: str) -> None:
-    """Serialise in memory, then write-and-rename: ``dst`` is whole or
-    untouched, whatever interrupts."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_atomically(buffer.getvalue(), dst)
-
-
 def convert_file(src: str, dst: str, config: Optional[str] = None,
                  weights: str = 'auto') -> Conversion:
     """Convert ``src`` into ``dst`` after the strict check; the conversion.
@@ -138,10 +128,9 @@ def convert_file(src: str, dst: str, config: Optional[str] = None,
     except CheckpointError as err:  # its messages say "the state dict"
         raise CheckpointError(f'{src}: {err}') from err
     check(conversion, src, config)
-    save({'state_dict': conversion.state,
-          'meta': {'converted_from': osp.basename(src),
-                   'weights': conversion.source, 'kind': conversion.kind,
-                   'settings': conversion.settings}}, dst)
+    meta = {'converted_from': osp.basename(src), 'weights': conversion.source,
+            'kind': conversion.kind, 'settings': conversion.settings}
+    save_checkpoint_file({'state_dict': conversion.state, 'meta': meta}, dst)
     return conversion
 
 

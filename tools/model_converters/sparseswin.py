@@ -23,11 +23,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 
-from mmsparx.fileio import CheckpointError  # noqa: E402
+from mmsparx.fileio import (CheckpointError,  # noqa: E402
+                            save_checkpoint_file)
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_authors_file, save_converted)
+                                        read_authors_file)
 from mmsparx.converters.sparseswin import (convert_sparseswin,  # noqa: E402
                                            infer_arch)
 
@@ -72,7 +73,7 @@ def convert_file(src: str, dst: str, sparta_heads: int = 16) -> dict:
     load_strictly(model, converted, src)
     meta = {'converted_from': osp.basename(src), 'arch': arch,
             'img_size': img_size, 'num_classes': num_classes}
-    save_converted({'state_dict': converted, 'meta': meta}, dst)
+    save_checkpoint_file({'state_dict': converted, 'meta': meta}, dst)
     return dict(arch=arch, img_size=img_size, num_classes=num_classes,
                 keys=len(converted),
                 params=sum(p.numel() for p in model.parameters()))

@@ -23,11 +23,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 
-from mmsparx.fileio import CheckpointError  # noqa: E402
+from mmsparx.fileio import (CheckpointError,  # noqa: E402
+                            save_checkpoint_file)
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_authors_file, save_converted)
+                                        read_authors_file)
 from mmsparx.converters.spartan import (arch_name, convert_spartan,  # noqa
                                         infer_arch)
 
@@ -77,7 +78,7 @@ def convert_file(src: str, dst: str) -> dict:
         load_strictly(SpaRTAN(name or arch, out_indices=(3, ),
                               out_norm=None), dense, src)
     meta = {'converted_from': osp.basename(src), 'arch': name or arch}
-    save_converted({'state_dict': converted, 'meta': meta}, dst)
+    save_checkpoint_file({'state_dict': converted, 'meta': meta}, dst)
     return dict(arch=name or arch, keys=len(converted))
 
 

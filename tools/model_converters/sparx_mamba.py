@@ -21,11 +21,12 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))))
 
 
-from mmsparx.fileio import CheckpointError  # noqa: E402
+from mmsparx.fileio import (CheckpointError,  # noqa: E402
+                            save_checkpoint_file)
 from mmsparx.converters.loading import (CLI_ERRORS,  # noqa: E402
                                         check_paths, conversion_failed,
                                         exit_with, load_strictly,
-                                        read_authors_file, save_converted)
+                                        read_authors_file)
 from mmsparx.converters.sparx_mamba import (arch_name,  # noqa: E402
                                             convert_sparx_mamba, infer_arch)
 
@@ -68,7 +69,7 @@ def convert_file(src: str, dst: str) -> dict:
         load_strictly(model, dense, src)
     meta = {'converted_from': osp.basename(src), 'arch': arch,
             'dmca_scale': kwargs['dmca_scale']}
-    save_converted({'state_dict': converted, 'meta': meta}, dst)
+    save_checkpoint_file({'state_dict': converted, 'meta': meta}, dst)
     return dict(arch=arch, dmca_scale=kwargs['dmca_scale'],
                 keys=len(converted))
 

@@ -25,9 +25,10 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
-from mmsparx.engine.hooks.safe_checkpoint import BACKEND, write_atomically
+from mmsparx.engine.hooks.safe_checkpoint import BACKEND
 from mmsparx.engine.runner.resumable_loop import (ResumableEpochBasedTrainLoop,
                                                   adopt)
+from mmsparx.fileio import write_atomically
 
 # EX_TEMPFAIL (sysexits.h): stopped for now, resume later. slurm_train.sh
 # requeues the job on it; a cluster may list it in slurm.conf RequeueExit.

@@ -48,27 +48,9 @@ from mmengine.runner import EpochBasedTrainLoop
 from mmsparx.engine.runner.resumable_loop import (ResumableEpochBasedTrainLoop,
                                                   adopt)
 from mmsparx.engine.weight_guard import HELD_KEY, VERIFIED_KEY
+from mmsparx.fileio.writing import PART, write_atomically
 
 BACKEND = 'mmsparx_atomic_local'
-PART = '.part'
-
-
-def write_atomically(data: Union[bytes, str], filepath: str) -> None:
-    """Write ``data`` to ``filepath + '.part'``, flush it to disk and rename
-    it over ``filepath``; the part file goes if anything interrupts."""
-    os.makedirs(osp.dirname(osp.abspath(filepath)), exist_ok=True)
-    part = str(filepath) + PART
-    mode = 'wb' if isinstance(data, bytes) else 'w'
-    try:
-        with open(part, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, filepath)
-    except BaseException:
-        if osp.exists(part):
-            os.remove(part)
-        raise
 
 
 @register_backend(BACKEND)
