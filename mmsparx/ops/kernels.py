@@ -80,3 +80,17 @@ def onnx_export_mode():
 def exporting() -> bool:
     """Whether an :func:`onnx_export_mode` block is active."""
     return _EXPORT_DEPTH[0] > 0
+
+
+_logged: set = set()
+
+
+def log_once(key: Tuple, message: str) -> None:
+    """``message`` to the current logger the first time ``key`` is met in
+    the process (a scan path chosen); not while Dynamo traces, where the
+    logger's lock would break the graph."""
+    if key in _logged or torch.compiler.is_compiling():
+        return
+    _logged.add(key)
+    from mmengine.logging import print_log
+    print_log(message, logger='current')

@@ -24,6 +24,8 @@ from typing import Callable, Dict, Tuple
 import torch
 from torch import Tensor
 
+from mmsparx.ops import kernels
+
 # The rule: generic for inference when its (image, 4 directions x 16
 # channels) programs reach this many per SM. On one H200 (bf16, SS2D of
 # SparX-T, ``tools/analysis_tools/benchmark.py ss2d``, the fused kernel
@@ -35,7 +37,6 @@ TUNE_ENV = 'MMSPARX_SCAN_TUNE'
 TIMED_RUNS = 3
 
 _choices: Dict[Tuple, bool] = {}
-_logged: set = set()
 
 
 def ss2d_backend(device: torch.device, requested: str = 'auto') -> str:
@@ -50,12 +51,9 @@ def ss2d_backend(device: torch.device, requested: str = 'auto') -> str:
     if chosen and name == 'mamba_ssm' and \
             'triton' in available_backends(device):
         name = 'triton'
-    key = (torch.device(device).type, name)
-    if key not in _logged and not torch.compiler.is_compiling():
-        _logged.add(key)
-        from mmengine.logging import print_log
-        print_log(f'mmsparx SS2D scan on {key[0]}: {describe(name)}',
-                  logger='current')
+    kind = torch.device(device).type
+    kernels.log_once(('ss2d', kind, name),
+                     f'mmsparx SS2D scan on {kind}: {describe(name)}')
     return name
 
 

@@ -51,8 +51,6 @@ CHECKED_BACKENDS = ('mamba_ssm', 'triton')
 # never overflows (max ~3e38 = exp(88.7)); see _choose_chunk.
 CHUNK_EXP_LIMIT = 60.0
 
-_logged: set = set()
-
 
 def _mamba_fn():
     try:
@@ -108,13 +106,9 @@ def resolve_backend(device: torch.device, requested: str = 'auto') -> str:
             f'tensors and the extension `make setup` builds.')
     else:
         backend = requested
-    key = (torch.device(device).type, backend)
-    # Not while Dynamo traces: the logger's lock would break the graph.
-    if key not in _logged and not torch.compiler.is_compiling():
-        _logged.add(key)
-        from mmengine.logging import print_log
-        print_log(f'mmsparx selective scan on {key[0]}: {backend} backend',
-                  logger='current')
+    kind = torch.device(device).type
+    kernels.log_once(('selective scan', kind, backend),
+                     f'mmsparx selective scan on {kind}: {backend} backend')
     return backend
 
 
