@@ -53,8 +53,9 @@ def test_train_with_coco_without_weights_names_the_converter(tmp_path):
     assert 'Traceback' not in err, err[-3000:]
     assert 'checkpoints/sparx_mamba_t_in1k.pth, which does not exist' in err
     assert 'sparx_mamba_tiny_in1k.pth' in err  # the authors' file
-    assert ('python tools/model_converters/sparx_mamba.py sparx_mamba_tiny_in1k.pth '
-            'checkpoints/sparx_mamba_t_in1k.pth') in err
+    assert ('python tools/model_converters/sparx_mamba.py '
+            'sparx_mamba_tiny_in1k.pth checkpoints/sparx_mamba_t_in1k.pth'
+            in err)
     assert 'configs/sparx/README.md' in err
 
 
@@ -88,6 +89,11 @@ def test_checks_pass_when_everything_is_there(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config(COCO_3X, None, 'none', str(tmp_path / 'work'))
     assert check_data(cfg, ('train', 'val', 'test')) is None
-    assert 'sparx_mamba_t_in1k' in check_weights(cfg)
+    note = check_weights(cfg)
+    assert 'sparx_mamba_t_in1k' in note
+    # The command that fetches and converts the published file.
+    assert ('python tools/model_converters/download.py '
+            'sparx_mamba_tiny_in1k.pth --out '
+            'checkpoints/sparx_mamba_t_in1k.pth' in note), note
     cfg.model.backbone.init_cfg = None
     assert check_weights(cfg) is None

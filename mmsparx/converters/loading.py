@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os.path as osp
 import pickle
-from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
+from typing import (Any, Callable, Dict, List, Mapping, NoReturn, Optional,
+                    Tuple)
 
 from torch import Tensor, nn
 
@@ -18,8 +19,8 @@ from mmsparx.converters.detect import (CheckpointInfo, describe_model,
                                        model_family, not_convertible,
                                        same_model, tensors_of, unknown_model,
                                        variant_mismatch)
-from mmsparx.fileio import (UNSAFE_ENV, CheckpointError, LoadReport,
-                            fit_problems, load_checkpoint_file,
+from mmsparx.fileio import (UNSAFE_ENV, CheckpointError, DownloadError,
+                            LoadReport, fit_problems, load_checkpoint_file,
                             load_state_dict, state_dict_of)
 
 # What a damaged or foreign file makes torch.load raise.
@@ -28,16 +29,18 @@ _READ_ERRORS = (RuntimeError, EOFError, KeyError, ValueError,
 
 
 def read_checkpoint_file(filename: str):
-    """The unpickled file, read by the one safe loader.
+    """The unpickled file (a path or an http(s) URL, fetched once into
+    the cache), read by the one safe loader.
 
     Raises:
         FileNotFoundError: no such file.
         CheckpointError: the file is truncated, not a torch checkpoint, or
-            holds objects safe loading refuses (one line each).
+            holds objects safe loading refuses (one line each); or, a
+            :class:`DownloadError`, the URL could not be fetched.
     """
     try:
         return load_checkpoint_file(filename)
-    except FileNotFoundError:
+    except (FileNotFoundError, DownloadError):
         raise
     except _READ_ERRORS as err:
         raise CheckpointError(_read_failure(filename, err)) from err
@@ -192,8 +195,9 @@ def own_layout(backbone: nn.Module, state: Dict[str, Tensor],
 
 def load_backbone(backbone: nn.Module, filename: str,
                   prefix: str = 'backbone.', logger='current') -> LoadReport:
-    """Load ``filename`` into ``backbone`` and report every key: the one
-    route ``init_cfg=dict(type='Pretrained', ...)`` takes for every family.
+    """Load ``filename`` (a path, or an http(s) URL fetched once into the
+    cache) into ``backbone`` and report every key: the one route
+    ``init_cfg=dict(type='Pretrained', ...)`` takes for every family.
 
     The backbone turns the file into its state (``prepare_pretrained``,
     else :func:`own_layout`): an authors'-layout file is converted; keys
@@ -267,6 +271,32 @@ def rename_authors_keys(backbone: nn.Module, state: Dict[str, Tensor],
 
 
 # -- for the converter tools ------------------------------------------------
+def authors_classifier_state(model: nn.Module, state: Dict[str, Any]
+                             ) -> Dict[str, Any]:
+    """An authors' ImageNet file (their backbone's keys at the top level,
+    the head as ``classifier.3``: ``sparx_mamba_tiny_in1k.pth``) in the
+    keys of a model whose backbone reads that layout
+    (``checkpoint_format``); any other file as it is. The authors' dense
+    files hold ``backbone.*`` and their backbone renames those itself
+    (``adapt_keys``)."""
+    layout = getattr(getattr(model, 'backbone', None), 'checkpoint_format',
+                     None)
+    if not callable(layout) or any(k.startswith('backbone.') for k in state):
+        return state
+    try:
+        convert, is_authors = layout()
+    except NotImplementedError:
+        return state
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    if not tensors or not is_authors(tensors):
+        return state
+    try:
+        return convert(tensors)
+    except (KeyError, ValueError):
+        # An edited or truncated file: refused below as it is, by name.
+        return state
+
+
 def read_authors_file(src: str, family: str) -> Dict[str, Tensor]:
     """The state dict in ``src`` when it is the authors' layout of
     ``family`` (a :data:`.detect.FAMILIES` key); anything else is refused

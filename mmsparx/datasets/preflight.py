@@ -201,41 +201,46 @@ def _fix_for(cfg, family: str, root: str, needed) -> str:
     parent = osp.dirname(root.rstrip('/'))
     link = (f'mkdir -p {parent} && ' if parent else '') + \
         f'ln -s {other} {root.rstrip("/")}'
+    overrides = ' '.join(dict.fromkeys(options))
     return (f'The {family} layout it expects:\n'
             f'{_layout(family, root, needed)}\n'
             f'A copy already on disk: link it with `{link}`, or point the '
-            f'config at it with `--cfg-options {" ".join(dict.fromkeys(options))}`.')
+            f'config at it with `--cfg-options {overrides}`.')
 
 
-# Where each backbone family's pretrained weights come from.
+# Where each backbone family's pretrained weights come from: (README,
+# what the file is, the command that converts a copy on disk, the command
+# that fetches and converts the published file).
 _WEIGHTS = {
     'SparXMamba': (
         'configs/sparx/README.md ("Weights")',
         "the authors' ImageNet file sparx_mamba_{arch}_in1k.pth",
         'python tools/model_converters/sparx_mamba.py '
-        'sparx_mamba_{arch}_in1k.pth {dst}'),
+        'sparx_mamba_{arch}_in1k.pth {dst}',
+        'python tools/model_converters/download.py '
+        'sparx_mamba_{arch}_in1k.pth --out {dst}'),
     'SparXSwin': (
         'configs/sparx/README.md ("Weights")',
         'no published weights: train the backbone with '
-        'configs/sparx/sparx-swin-t_16xb128_in1k.py (or -b)', None),
+        'configs/sparx/sparx-swin-t_16xb128_in1k.py (or -b)', None, None),
     'SpaRTAN': (
         'configs/spartan/README.md',
         'no public SpaRTAN-XT/T weights: train them with '
         'configs/spartan/spartan-t_16xb128_in1k.py (or -xt), or take an '
         "authors' file",
-        'python tools/model_converters/spartan.py AUTHORS.pth {dst}'),
+        'python tools/model_converters/spartan.py AUTHORS.pth {dst}', None),
     'SparseSwin': (
         'configs/sparseswin/README.md',
         "torchvision's ImageNet Swin-T "
         '(https://download.pytorch.org/models/swin_t-704ceda3.pth), loaded '
         "as it is, or an authors' SparseSwin file",
-        'python tools/model_converters/sparseswin.py AUTHORS.pt {dst}'),
+        'python tools/model_converters/sparseswin.py AUTHORS.pt {dst}', None),
     'PResNet': (
         'configs/rtdetr/README.md',
         "the official ImageNet backbone (ResNet18_vd_pretrained_from_paddle"
         ".pth or the R34 one)",
         'python tools/model_converters/rtdetr.py '
-        'ResNet18_vd_pretrained_from_paddle.pth {dst}'),
+        'ResNet18_vd_pretrained_from_paddle.pth {dst}', None),
 }
 _WEIGHTS['SparseSwinDense'] = _WEIGHTS['SparseSwin']
 _ARCH_FILE = {'tiny': 'tiny', 't': 'tiny', 'small': 'small', 's': 'small',
@@ -270,7 +275,7 @@ def check_weights(cfg, config: str = 'the config') -> Optional[str]:
         if not _is_local(path) or osp.exists(path):
             continue
         family = str((owner or {}).get('type', '')).rsplit('.', 1)[-1]
-        readme, source, convert = _WEIGHTS.get(family, (None, None, None))
+        readme, source, convert, fetch = _WEIGHTS.get(family, (None, ) * 4)
         arch = (owner or {}).get('arch')
         arch = _ARCH_FILE.get(arch, 'tiny') if isinstance(arch, str) \
             else 'tiny'
@@ -278,8 +283,15 @@ def check_weights(cfg, config: str = 'the config') -> Optional[str]:
                 f'{os.getcwd()})')
         if readme:
             text += (f'. It holds the {family} ImageNet weights: '
-                     f'{source.format(arch=arch)} (links in {readme})')
-        if convert:
+                     f'{source.format(arch=arch)} (see {readme})')
+        if fetch:
+            text += (f'; fetch and convert it with '
+                     f'`{fetch.format(arch=arch, dst=path)}`, convert a '
+                     f'copy downloaded by hand with '
+                     f'`{convert.format(arch=arch, dst=path)}`, or give the '
+                     f'file (or its URL) itself with `--cfg-options '
+                     f'{key}=/path/to/FILE`')
+        elif convert:
             folder = osp.dirname(path)
             mkdir = f'mkdir -p {folder} && ' if folder else ''
             text += (f'; convert it once with `{mkdir}'

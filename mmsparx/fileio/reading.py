@@ -5,7 +5,9 @@ numpy arrays and mmengine ``HistoryBuffer`` objects that every mmengine
 checkpoint carries; mmengine 0.10.7 predates that, so its resume fails.
 :func:`load_checkpoint_file` allow-lists exactly those types (no arbitrary
 code runs) and :func:`install_mmengine_loader` makes mmengine's runner
-(resume, ``load_from``, ``init_cfg=dict(type='Pretrained')``) use it.
+(resume, ``load_from``, ``init_cfg=dict(type='Pretrained')``) use it. An
+http(s) URL is downloaded once into the cache (:mod:`.download`) and its
+copy read the same way.
 
 Files that also hold foreign objects (an omegaconf ``DictConfig`` saved next
 to the weights, a whole ``torch.save(model)``) are refused by torch's
@@ -31,6 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from mmsparx.fileio.download import local_copy
 from mmsparx.fileio.restricted_unpickle import (ForeignObject,
                                                 ForeignRecorder, holds_tensor,
                                                 is_module, module_weights,
@@ -197,7 +200,7 @@ def load_checkpoint_with_ignored(
     placeholders, their names are returned and logged (warning) and the
     tensors are kept. See :func:`load_checkpoint_file` for the arguments.
     """
-    filename = osp.expanduser(filename)
+    filename = osp.expanduser(local_copy(filename))
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename!r} does not exist.')
     if weights_only is None:
@@ -243,13 +246,16 @@ def load_checkpoint_file(filename: str, map_location='cpu',
     :func:`load_checkpoint_with_ignored` also returns their names.
 
     Args:
-        filename: path of a ``.pth`` / ``.pt`` file.
+        filename: path of a ``.pth`` / ``.pt`` file, or its http(s) URL
+            (downloaded once into the cache: :mod:`.download`).
         map_location: as in :func:`torch.load`.
         weights_only: ``None`` means safe loading unless the environment
             variable ``MMSPARX_UNSAFE_LOAD=1`` says the file is trusted.
 
     Raises:
         FileNotFoundError: no such file.
+        DownloadError: the URL could not be fetched (one paragraph with
+            the way to do without the network).
         RuntimeError: the file is unreadable, or holds objects outside the
             safe list and no tensors could be recovered without running
             code; the message names them and how to load a trusted file.
@@ -297,8 +303,16 @@ def _mmengine_local_loader(filename: str, map_location=None) -> dict:
     return checkpoint
 
 
+def _mmengine_url_loader(filename: str, map_location=None) -> dict:
+    return _mmengine_local_loader(local_copy(filename), map_location)
+
+
 def install_mmengine_loader() -> None:
-    """Make mmengine's local-path checkpoint scheme use the safe loader."""
+    """Make mmengine's local-path checkpoint scheme use the safe loader,
+    and its http(s) scheme (``load_from='https://...'``, a Pretrained
+    ``init_cfg`` of an mmengine module) the cached download before it."""
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(prefixes='', force=True)(
         _mmengine_local_loader)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
+                                     force=True)(_mmengine_url_loader)

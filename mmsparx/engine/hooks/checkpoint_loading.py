@@ -18,7 +18,8 @@ from torch import nn
 from mmsparx.converters.detect import (FAMILIES, describe_model,
                                        detect_checkpoint, model_family,
                                        same_model)
-from mmsparx.converters.loading import summarize
+from mmsparx.converters.loading import (authors_classifier_state,
+                                        summarize)
 from mmsparx.fileio import (CheckpointError, LoadReport, adapt_keys,
                             fit_problems, name_list, state_dict_of)
 
@@ -118,11 +119,20 @@ def _fitting_fix(model: nn.Module, checkpoint: Any,
 
 def _write_back(checkpoint: dict, state: Dict[str, Any]) -> None:
     """Put renamed keys in place of the file's, keeping the version
-    metadata torch's loaders read off the state dict."""
+    metadata torch's loaders read off the state dict. A bare state dict
+    (the authors' ImageNet files) gets them under ``state_dict``, where
+    mmengine's loader and its EMA hook read; what else it holds stays."""
+    inner = checkpoint.get('state_dict')
     renamed = OrderedDict(state)
-    metadata = getattr(checkpoint['state_dict'], '_metadata', None)
+    metadata = getattr(inner if isinstance(inner, Mapping) else checkpoint,
+                       '_metadata', None)
     if metadata is not None:
         renamed._metadata = metadata
+    if not isinstance(inner, Mapping):
+        rest = {k: v for k, v in checkpoint.items()
+                if not isinstance(v, torch.Tensor) and k not in state}
+        checkpoint.clear()
+        checkpoint.update(rest)
     checkpoint['state_dict'] = renamed
 
 
@@ -140,20 +150,21 @@ def require_whole_model(model: nn.Module, checkpoint: Any, filename: str,
     randomly initialised one and only mmengine's "do not match exactly"
     line says so. Keys of the file the model lacks are only logged (they
     leave nothing unloaded). ``partial`` (``--partial-load``: fine-tuning
-    with a new head on purpose) loads what fits and logs the counts. Keys
-    renamed from an authors' layout (:func:`adapt_keys`) are written back
-    into ``checkpoint['state_dict']``, so the copy that follows does not
-    convert them a second time.
+    with a new head on purpose) loads what fits and logs the counts. An
+    authors' file is converted (their ImageNet classifier files by
+    :func:`~mmsparx.converters.loading.authors_classifier_state`, their
+    dense files by :func:`adapt_keys`)
+    and, once it is accepted, its renamed keys are written back into
+    ``checkpoint['state_dict']``, so the copy that follows loads them as
+    they are.
 
     Raises:
         CheckpointError: one paragraph: what the file is, what is missing,
             what fits (the full key lists go to the log).
     """
     view = _loaded_view(checkpoint, revise_keys)
-    state = adapt_keys(model, view)
-    if state.keys() != view.keys() and isinstance(checkpoint, dict) and \
-            isinstance(checkpoint.get('state_dict'), Mapping):
-        _write_back(checkpoint, state)
+    converted = authors_classifier_state(model, view)
+    state = adapt_keys(model, converted)
     report = fit_problems(model, state, _optional_key)
     needed = [k for k in model.state_dict() if not _optional_key(k)]
     unusable = set(report.unexpected) | {k for k, _, _ in report.mismatched}
@@ -164,6 +175,9 @@ def require_whole_model(model: nn.Module, checkpoint: Any, filename: str,
               f'missing {len(report.missing)}, unexpected '
               f'{len(report.unexpected)}, mismatched '
               f'{len(report.mismatched)}')
+    if (partial or not (report.missing or report.mismatched)) and \
+            state.keys() != view.keys() and isinstance(checkpoint, dict):
+        _write_back(checkpoint, state)
     if not (report.missing or report.mismatched):
         print_log(f'checkpoint {filename} fills all {len(needed)} keys of '
                   f'the {name}', logger='current', level=logging.INFO)
@@ -180,6 +194,8 @@ def require_whole_model(model: nn.Module, checkpoint: Any, filename: str,
     print_log(f'checkpoint {filename} does not fit {name}: '
               f'{report.summary(limit=None)}', logger='current',
               level=logging.WARNING)
+    if converted is not view:  # say what the file holds, not the attempt
+        state = adapt_keys(model, view)
     raise CheckpointError(
         f'checkpoint {filename} does not fit the {name} of this config: it '
         f'would fill {filled} of its {len(needed)} keys '
