@@ -9,8 +9,9 @@ from typing import Optional, Tuple
 
 from torch import nn
 
+from mmsparx.converters.loading import authors_classifier_state
 from mmsparx.fileio import (CheckpointError, load_checkpoint_file,
-                            load_state_dict, state_dict_of)
+                            load_state_dict, local_copy, state_dict_of)
 
 SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
 # Detector type -> the input and FLOP unit its paper counts with.
@@ -83,24 +84,33 @@ def classifier_input(cfg) -> Tuple[int, int]:
     return (size, size) if isinstance(size, int) else (size[1], size[0])
 
 
-def load_checkpoint(model: nn.Module, checkpoint: str, config: str) -> None:
+def load_checkpoint(model: nn.Module, checkpoint: str, config: str) -> dict:
     """Every key of ``model`` (built from ``config``) from ``checkpoint``,
     or a refusal before anything is copied: an evaluated or exported model
     that is half random would give numbers without a word of warning.
+    Returns the file's ``meta`` ({} if none): a trained model's class
+    names are there (``dataset_meta``).
+
+    ``checkpoint`` may be an http(s) URL: its cached copy is read,
+    downloaded first if need be.
 
     Raises:
         FileNotFoundError: ``checkpoint`` does not exist.
-        CheckpointError: it cannot be read, or does not fill the model.
+        CheckpointError: it cannot be read or downloaded, or does not fill
+            the model.
     """
+    checkpoint = local_copy(checkpoint)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} does not exist.')
     try:
-        state = state_dict_of(load_checkpoint_file(checkpoint))
+        loaded = load_checkpoint_file(checkpoint)
+        state = authors_classifier_state(model, state_dict_of(loaded))
     except (TypeError, RuntimeError) as err:
         raise CheckpointError(f'{checkpoint}: {err}') from err
     try:
-        # The strict load renames keys the model reads in its authors'
-        # layout (adapt_keys) before checking, as load_from does.
+        # An authors' ImageNet file is converted above, and the strict
+        # load renames the keys of their dense files (adapt_keys) before
+        # checking, as load_from does.
         load_state_dict(model, state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(
@@ -109,3 +119,5 @@ def load_checkpoint(model: nn.Module, checkpoint: str, config: str) -> None:
             f'tools/train.py wrote for it, or the converter output for an '
             f"authors' file (tools/model_converters/); an ImageNet backbone "
             f'file is for init_cfg.') from err
+    meta = loaded.get('meta') if isinstance(loaded, dict) else None
+    return dict(meta) if isinstance(meta, dict) else {}
