@@ -1,18 +1,49 @@
 """mmsparx: SparX, SpaRTAN and SparseSwin backbones for OpenMMLab."""
+import ast
 import os
 import os.path as osp
+import re
 import shutil
 import sys
 
 from setuptools import find_packages, setup
 
 HERE = osp.dirname(osp.abspath(__file__))
+VERSIONS = osp.join('mmsparx', 'utils', 'versions.py')
+
+
+def minimum_versions() -> dict:
+    """pip name -> specifier, from ``MINIMUMS`` in mmsparx/utils/versions.py
+    (read, not imported: torch may not be installed yet)."""
+    with open(osp.join(HERE, VERSIONS)) as f:
+        tree = ast.parse(f.read())
+    table = next(ast.literal_eval(node.value) for node in tree.body
+                 if isinstance(node, ast.Assign) and
+                 getattr(node.targets[0], 'id', None) == 'MINIMUMS')
+    return {entry['package']: f'>={entry["minimum"]}' + (
+        f',<{entry["below"]}' if entry['below'] else '') for entry in table}
 
 
 def requirements(name: str) -> list:
+    """The requirement lines of requirements/``name``; a package with a
+    minimum in ``VERSIONS`` gets it from there, its one place."""
+    bounds = minimum_versions()
+    found = []
     with open(osp.join(HERE, 'requirements', name)) as f:
-        return [line.strip() for line in f
-                if line.strip() and not line.startswith('#')]
+        for line in f:
+            line = line.split('#')[0].strip()
+            if not line:
+                continue
+            package = re.match(r'[A-Za-z0-9_.-]+', line).group(0)
+            if package in bounds:
+                if line != package:
+                    raise ValueError(
+                        f'requirements/{name}: {line!r} states a version; '
+                        f'the range of {package} is kept in {VERSIONS} '
+                        f'(MINIMUMS). Write the bare name {package!r}.')
+                line += bounds[package]
+            found.append(line)
+    return found
 
 
 def version() -> str:

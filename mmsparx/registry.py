@@ -21,7 +21,20 @@ TOOLBOXES = ('mmdet', 'mmseg', 'mmpretrain')
 # "X is not in the registry" errors when a config forgot custom_imports.
 REGISTERED: Dict[str, type] = {}
 
+# scope -> why mmsparx leaves that installed toolbox out (a version it
+# does not support); set by ``import mmsparx`` before anything registers.
+SKIPPED: Dict[str, str] = {}
+
 _registries: Optional[Dict[str, object]] = None
+
+
+def skip_toolboxes(reasons: Dict[str, str]) -> None:
+    """Register nothing into the scopes of ``reasons`` (``{scope: why}``),
+    e.g. a toolbox too old for mmsparx, which its version check found."""
+    global _registries
+    SKIPPED.update(reasons)
+    if reasons:
+        _registries = None  # looked up again, without them
 
 
 def toolbox_registries() -> Dict[str, object]:
@@ -29,12 +42,15 @@ def toolbox_registries() -> Dict[str, object]:
 
     A toolbox that is not installed is skipped silently; one that is
     installed but fails to import (e.g. its mmcv version check) is skipped
-    with a warning that carries the reason, so the user can fix it.
+    with a warning that carries the reason, so the user can fix it; one
+    in ``SKIPPED`` is left out.
     """
     global _registries
     if _registries is None:
         found = {}
         for scope in TOOLBOXES:
+            if scope in SKIPPED:
+                continue  # warned when skipped
             try:
                 found[scope] = importlib.import_module(
                     f'{scope}.registry').MODELS
