@@ -1,4 +1,4 @@
-# SparseSwin-T classifier as the authors train it (spec section 3): Swin-T
+# SparseSwin-T classifier as the authors' code trains it: Swin-T
 # stages 1-3 start from torchvision's ImageNet-1k Swin-T, the SparTa block
 # (49 tokens x 512, 2 layers, 16 heads, qkv bias) from scratch; head LN ->
 # mean over tokens -> linear. The attention regulariser is a loss term of

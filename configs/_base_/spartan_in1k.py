@@ -1,4 +1,4 @@
-# SpaRTAN ImageNet-1k recipe (paper IV-A, spec 2): 300 epochs, batch 2048
+# SpaRTAN ImageNet-1k recipe (paper IV-A): 300 epochs, batch 2048
 # (16 GPUs x 128), AdamW 2.5e-3, wd 0.03, 20 warm-up epochs then cosine,
 # RandomResizedCrop, flip, RandAugment m7, mixup 0.2, cutmix, random
 # erasing, stochastic depth 0.1. Not given by the paper (timm's defaults,

@@ -1,4 +1,4 @@
-# SparX-Mamba ImageNet-1k recipe (DeiT-style, spec 1.5): 300 epochs, batch
+# SparX-Mamba ImageNet-1k recipe (DeiT-style, the authors' config): 300 epochs, batch
 # 2048 (16 GPUs x 128), AdamW 4e-3 wd 0.05, 20 warm-up epochs, cosine to
 # 1e-5, EMA 0.9998, grad clip 5, mixup 0.8 / cutmix 1.0, label smoothing
 # 0.1, RandAugment m9-mstd0.5, random erasing 0.25, bicubic eval crop.

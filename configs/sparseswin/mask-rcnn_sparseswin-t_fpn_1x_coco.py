@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN with SparseSwinDense-T, 1x schedule (mmdet's Swin-T
-# recipe, spec openmmlab.md): AdamW 1e-4, wd 0.05, no decay on norms and
+# recipe): AdamW 1e-4, wd 0.05, no decay on norms and
 # relative position tables, 1000-iter warm-up, 12 epochs with steps [8, 11],
 # batch 2 x 8 GPUs, 1333x800, drop path 0.2. Outputs: strides 4, 8, 16, 32
 # with 96, 192, 384, 512 channels; the stride-32 map is the SparTa tokens

@@ -1,5 +1,5 @@
 # UperNet with SparseSwinDense-T on ADE20K, 160k iterations at 512x512
-# (mmseg's Swin-T recipe, spec openmmlab.md): AdamW 6e-5, wd 0.01, no decay
+# (mmseg's Swin-T recipe): AdamW 6e-5, wd 0.01, no decay
 # on norms and relative position tables, 1500-iter linear warm-up, poly
 # decay, batch 2 x 8 GPUs, drop path 0.3; UPerHead on the four maps (96,
 # 192, 384, 512 channels), auxiliary FCN head on the stride-16 map. The

@@ -1,6 +1,6 @@
 # Semantic FPN with SparX-Mamba-T on ADE20K, 80k iterations at 512x512.
 # No public config exists: this follows the recipe the paper cites (PVT /
-# UniFormer, spec 1.5): AdamW 2e-4, wd 1e-4, poly decay (power 0.9) over
+# UniFormer): AdamW 2e-4, wd 1e-4, poly decay (power 0.9) over
 # 80k iterations, batch 16 (4 GPUs x 4), 512x512 crops; FPN neck 256
 # channels, FPNHead 128 channels. Drop path 0.2 and the test pipeline as
 # the authors' UperNet config. Paper: 49.5 mIoU (Table 4).

@@ -1,5 +1,5 @@
 # Mask R-CNN + FPN with SparX-Mamba-T, 1x schedule (mmdet's Swin-T recipe,
-# spec 1.5): AdamW 1e-4, wd 0.05, no decay on norms, 1000-iter warm-up,
+# as the authors' config): AdamW 1e-4, wd 0.05, no decay on norms, 1000-iter warm-up,
 # 12 epochs with steps [8, 11], batch 2 x 8 GPUs, 1333x800.
 # Paper: 48.1 box AP / 43.1 mask AP. As the authors' config: drop path 0.2,
 # SyncBN in the backbone when training on several GPUs, the best checkpoint

@@ -1,5 +1,5 @@
 """What ``tools/analysis_tools/gpu_check.py`` makes of its steps' outputs:
-pytest counts, the parity verdict, the ratios against issue 21's targets,
+pytest counts, the parity verdict, the ratios against the speed targets,
 and the closing table. Pure functions of the step records, so they test
 without a GPU."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ TARGETS = [
      'peak_mem_mb', 'ours', 'theirs', '<=', 1.5),
     ('dense step s/iter SparX-T / ConvNeXt-T', 'dense step', 's_per_iter',
      'sparx-mamba-t', 'convnext', '<=', 3.0),
-    # No target in the issue: reported beside the others.
+    # No target: reported beside the others.
     ('saved MiB/image SparX-T / ConvNeXt-T', 'train bf16',
      'saved_mib_per_image', 'sparx-mamba-t', 'convnext', None, None),
     ('UperNet s/iter SparX-T / Swin-T', 'upernet step', 's_per_iter', 'ours',

@@ -1,4 +1,4 @@
-"""SparseSwin's variant table as data (spec 3) and the arch-dict checks:
+"""SparseSwin's variant table as data and the arch-dict checks:
 read by the backbone (what to build) and the converter (what a file holds).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from mmsparx.archs.common import lookup, named_variant
 
-# The authors' public setting (spec section 3): Swin-T stages 1-3, 49 tokens
+# The authors' public setting: Swin-T stages 1-3, 49 tokens
 # of width 512, 2 SparTa layers of 16 heads with qkv bias.
 ARCH_SETTINGS: Dict[str, dict] = {
     'tiny': dict(embed_dims=96, depths=(2, 2, 6), num_heads=(3, 6, 12),

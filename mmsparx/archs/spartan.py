@@ -1,4 +1,4 @@
-"""SpaRTAN variants as data (Table I, spec 2) and the arch-dict checks: read
+"""SpaRTAN variants as data (Table I) and the arch-dict checks: read
 by the backbone (what to build) and the converter (what a file holds)."""
 from __future__ import annotations
 

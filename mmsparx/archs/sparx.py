@@ -1,4 +1,4 @@
-"""SparX variants as data (spec 1.1) and the arch-dict checks: read by the
+"""SparX variants as data and the arch-dict checks: read by the
 backbones (what to build) and the converters (what a file holds)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from mmsparx.archs.common import lookup
 from mmsparx.archs.sparx_connections import connection_plan, ganglion_indices
 
-# Variants as data (spec 1.1). ganglion_start: first index a ganglion layer
+# Variants as data. ganglion_start: first index a ganglion layer
 # may take in each stage (None: normal layers only).
 ARCH_SETTINGS: Dict[str, dict] = {
     'tiny': dict(depths=(2, 2, 7, 2), channels=(96, 192, 320, 512),

@@ -1,4 +1,4 @@
-"""SparX connection rules (paper section "Connection Rules", spec 1.3).
+"""SparX connection rules (paper section "Connection Rules").
 
 Kept apart from the modules so Table 7's ablations (stride S, window M,
 placement) are arguments, and the plan can be checked without a model.

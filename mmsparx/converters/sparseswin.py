@@ -1,6 +1,6 @@
 """SparseSwin checkpoints in the authors' layout (and Swin-T files) -> mmsparx.
 
-The authors' model (spec section 3) is torchvision's Swin-T ``features[:6]``
+The authors' model is torchvision's Swin-T ``features[:6]``
 as ``swin_model.{0..5}`` plus ``step4.*`` (the SparTa block), ``norm`` and
 ``fc_out``. mmsparx builds stages 1-3 from mmpretrain, so:
 

@@ -1,4 +1,4 @@
-"""The authors' SpaRTAN checkpoints (spec 2) -> mmsparx keys.
+"""The authors' SpaRTAN checkpoints -> mmsparx keys.
 
 The authors' model is one timm-style classifier: ``conv.{0,1}`` (stem), a
 flat ``layers`` Sequential where blocks and 2x2 downsamples are interleaved

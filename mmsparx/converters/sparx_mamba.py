@@ -1,4 +1,4 @@
-"""The authors' SparX-Mamba checkpoints (spec 1.4) -> mmsparx keys.
+"""The authors' SparX-Mamba checkpoints -> mmsparx keys.
 
 Classification files (``sparx_mamba_*_in1k.pth``, a plain state dict) map
 onto an mmpretrain ``ImageClassifier`` (``backbone.*``, ``head.fc.*``);

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-# The bounds an export must meet (issue: deployment).
+# The bounds an export must meet.
 DENSE_RTOL = 1e-4   # logits / maps: max |diff| over the reference's range
 SCORE_ATOL = 1e-4   # RT-DETR scores
 BOX_ATOL_PX = 1e-3  # RT-DETR boxes, original pixels

@@ -1,4 +1,4 @@
-"""Run the GPU checks of issue 21 and write one JSON summary
+"""Run the GPU checks and write one JSON summary
 (``gpu_check.sh`` sets up and calls this).
 
     python tools/analysis_tools/gpu_check.py [--out FILE] [--device cuda] [--only STEP ...] [--budget S]
@@ -29,7 +29,7 @@ the later ones:
    ``--swin`` under ``torch.compile`` (``benchmark.py model --compile``),
    to set beside the eager rows of 3.
 
-The summary ends with the ratios against the issue's targets and a table.
+The summary ends with the ratios against the speed targets and a table.
 Exits 1 when a step fails (targets missed do not fail it: they are
 measurements), and at once when the device is CUDA and there is none: a
 GPU check never passes by skipping. ``--device cpu`` with small sizes

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The GPU check of issue 21, one command on a fresh GPU machine (<= 6 min):
+# The GPU check, one command on a fresh GPU machine (<= 6 min):
 #   bash tools/analysis_tools/gpu_check.sh [--wheels DIR] [SUMMARY.json] [-- GPU_CHECK_ARGS]
-# (or MMSPARX_WHEELS=DIR). With a wheel folder (a machine without a package
-# index, e.g. .device/gpu/wheels) its wheels go into /tmp/site as
-# .device/gpu/device_env.sh puts them (skipped when they already import)
-# and the system python3 runs the check; without one, `make setup` builds
-# .venv first. Then tools/analysis_tools/gpu_check.py runs the scan tests, the
-# parity check, `benchmark.py` model, ss2d, step and norm, and writes one
+# (or MMSPARX_WHEELS=DIR). With a folder of wheels (a machine without a
+# package index) they are installed into /tmp/site (skipped when they
+# already import) and the system python3 runs the check; without one,
+# `make setup` builds .venv first. Then tools/analysis_tools/gpu_check.py
+# runs the scan tests, the parity check, `benchmark.py` model, ss2d, step and norm, and writes one
 # JSON summary (default work_dirs/gpu_check.json). It fails, and says why,
 # on a machine without CUDA. Arguments after `--` go to gpu_check.py, e.g.
 # `-- --only 'compiled train bf16'` (the torch.compile steps are opt-in).
@@ -18,7 +17,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --wheels) wheels=$2; shift 2 ;;
         --wheels=*) wheels=${1#--wheels=}; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         --) shift; break ;;
         *) out=$1; shift ;;
     esac

@@ -41,7 +41,6 @@ from mmsparx.models.layers import SparTaBlock, TokenToSpace
 from mmsparx.models.backbones.base import FreezeMixin
 
 
-
 def stride16_grid(img_size: Union[int, Sequence[int]], patch_size: int = 4,
                   merges: int = 2) -> Tuple[int, int]:
     """(H, W) of the stride-16 map for an input size: the patch embedding

@@ -1,7 +1,7 @@
 """SpaRTAN: Spatial Reinforcement Token-based Aggregation Network.
 
 Stem (two 3x3/s2 conv-BN-act, stride 4) -> 4 stages of SpaRTAN blocks with a
-2x2/s2 conv-BN-act downsample before stages 2-4 (Table I, spec 2) -> one
+2x2/s2 conv-BN-act downsample before stages 2-4 (Table I) -> one
 optional norm per output. Channels first; outputs at strides 4, 8, 16, 32.
 
 Beyond the authors' classifier (one size, no multi-scale outputs):

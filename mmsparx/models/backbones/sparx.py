@@ -1,6 +1,6 @@
 """SparX-Mamba: Vision Mamba with sparsely cross-connected layers.
 
-Stem -> 4 stages of SparX layers (normal and ganglion, spec 1.2/1.3) with a
+Stem -> 4 stages of SparX layers (normal and ganglion) with a
 3x3/s2 conv downsample before stages 2-4 -> one LayerNorm2d per output.
 Channels first throughout; any input size (the cross scan and DMCA's
 reducers take whatever H x W arrives).

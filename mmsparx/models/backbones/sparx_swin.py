@@ -24,8 +24,8 @@ from typing import Optional
 from torch import Tensor, nn
 
 from mmsparx.archs.sparx import SWIN_ARCH_SETTINGS, SWIN_DEFAULTS
-
 from mmsparx.models.backbones.sparx import SparXMamba
+
 
 class WindowMixer(nn.Module):
     """Channels-first (shifted) window attention; a ganglion layer's DMCA

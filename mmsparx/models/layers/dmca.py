@@ -80,7 +80,8 @@ class DMCA(nn.Module):
         self.dim, self.groups, self.out_dim = dim, groups, out_dim
         self.d_norm = GroupNorm(1, cat)
         self.d_proj = nn.Sequential(
-            DepthwiseConv(cat, 3, bias=False), nn.BatchNorm2d(cat), nn.GELU(), PointwiseConv(cat, 2 * dim),
+            DepthwiseConv(cat, 3, bias=False), nn.BatchNorm2d(cat), nn.GELU(),
+            PointwiseConv(cat, 2 * dim),
             nn.GELU())
         self.q = nn.Sequential(spatial_reducer(dim, sr_ratio),
                                PointwiseConv(dim, dim, bias=False),
@@ -98,7 +99,8 @@ class DMCA(nn.Module):
         # the missing (2C mod 3) channels are filled in by pooling.
         fused = 3 * (out_dim // 3)
         self.fuse = nn.Sequential(
-            DepthwiseConv(3 * dim, 3), nn.GELU(), nn.Conv2d(3 * dim, fused, 1, groups=3))
+            DepthwiseConv(3 * dim, 3), nn.GELU(),
+            nn.Conv2d(3 * dim, fused, 1, groups=3))
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """softmax(Q K^T * scale) V per channel group; q, k (B, C, N_r),

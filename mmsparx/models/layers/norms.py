@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+
 class _SplitStatsGroupNormFn(torch.autograd.Function):
     """GroupNorm whose statistics come from ``torch.var_mean`` over each
     (image, group) row: a reduction that CUDA spreads over many blocks per

@@ -1,6 +1,6 @@
 """SparseSwin's Sparse Transformer (SparTa) block and its token converters.
 
-The SparTa block (paper section 3, spec section 3) turns a stride-16 map into
+The SparTa block (paper section 3) turns a stride-16 map into
 t latent tokens with the sparse token converter (3x3 conv, then a linear map
 over the spatial positions) and runs pre-norm transformer layers on them, so
 attention costs O(t^2) whatever the image size. :class:`TokenToSpace` is the

@@ -1,16 +1,16 @@
-"""SpaRTAN's layers (paper section III, spec 2): the Spatial SMixer, the
+"""SpaRTAN's layers (paper section III): the Spatial SMixer, the
 wave-based CMixer and the block that joins them.
 
 Attribute names follow the authors' checkpoints (``smixer.h_conv``,
 ``cmixer.theta``, ``scale_1`` ...), so inside a block their keys load
 unchanged; only the flat ``layers.{k}`` index is remapped by the converter.
 
-Choices the spec leaves open, made here:
+Choices the paper leaves open, made here:
 
-* every ConvBN uses BatchNorm with eps 1e-6 (the stem's value in the spec,
-  one brick for all convs);
+* every ConvBN uses BatchNorm with eps 1e-6 (the stem's value in the
+  authors' code, one brick for all convs);
 * feature decomposition is exactly ``x + gamma * (x - GAP(x))`` after the
-  1x1 projection, with no activation (MogaNet's variant adds one; the spec
+  1x1 projection, with no activation (MogaNet's variant adds one; the authors'
   does not);
 * the complex weight pairs adjacent channels (2k real, 2k+1 imaginary): the
   stored shape ``(1, 1, 1, n/2, 2)`` is a channels-last complex view;
@@ -44,7 +44,7 @@ def spartan_conv(in_channels: int, out_channels: int, kernel_size: int,
 
 def global_avg_pool(x: Tensor) -> Tensor:
     """GAP as adaptive pooling (not ``mean``): FLOP counters (fvcore,
-    mmengine) price it, as in the spec's figures."""
+    mmengine) price it, as in the papers' figures."""
     return F.adaptive_avg_pool2d(x, 1)
 
 
@@ -169,7 +169,7 @@ class WaveCMixer(nn.Module):
         depthwise: the stage's conv type. 'F' stages (False) use a
             depthwise 3x3 here (groups = n), 'D' stages (True) a grouped
             3x3 with groups = C (e channels each): the authors' pairing,
-            see spec 2, which keeps Table VIII's parameter counts.
+            which keeps Table VIII's parameter counts.
         act: activation of theta and after the ConvBN.
     """
 

@@ -49,8 +49,9 @@ class SS2D(nn.Module):
         self.in_proj = in_proj if in_proj is not None else PointwiseConv(
             dim, inner)
         self.conv2d = DepthwiseConv(inner, d_conv)
-        # Per direction: x -> (delta rank R, B, C); the authors' (4(R+2N), D, 1)
-        # layout, applied to the map as one matmul for all directions.
+        # Per direction: x -> (delta rank R, B, C); the authors'
+        # (4(R+2N), D, 1) layout, applied to the map as one matmul for all
+        # directions.
         self.x_proj_weight = nn.Parameter(
             torch.empty(DIRECTIONS * (rank + 2 * d_state), inner, 1))
         self.dt_projs_weight = nn.Parameter(

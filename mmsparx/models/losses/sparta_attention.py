@@ -4,7 +4,7 @@ The paper regularises the attention weights "to prevent the model from
 overfitting" and the authors' training loop adds
 ``lambda * sum_layers sum(|A|)`` (L1) or ``sum(A ** 2)`` (L2) to the
 cross-entropy, summed over every element of the maps, the batch included
-(spec section 3).
+(the authors' code).
 """
 from __future__ import annotations
 
