@@ -23,10 +23,13 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
 # The longest test files, run first: under pytest-xdist (--dist loadfile)
 # the other worker works through the rest meanwhile instead of the suite
 # waiting for them at its end.
-LONGEST_FIRST = ('test_triton_interpreter.py', 'test_gpu_check.py',
-                 'test_resume.py', 'test_onnx_export.py',
-                 'test_toolbox_train.py', 'test_model_zoo.py',
-                 'test_sparx_configs.py', 'test_config_training.py')
+LONGEST_FIRST = ('test_triton_interpreter.py', 'test_onnx_export.py',
+                 'test_gpu_check.py', 'test_resume.py',
+                 'test_config_training.py', 'test_model_zoo.py',
+                 'test_compile.py', 'test_toolbox_train.py',
+                 'test_training.py', 'test_launchers.py',
+                 'test_rtdetr_configs.py', 'test_wrong_checkpoints.py',
+                 'test_sparx_configs.py')
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -21,6 +21,9 @@ from conftest import ROOT
 
 PAGES = ['README.md'] + sorted(
     osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'docs', '*.md')))
+# The family READMEs quote commands too.
+FAMILY_PAGES = sorted(osp.relpath(p, ROOT) for p in glob.glob(
+    osp.join(ROOT, 'configs', '*', 'README.md')))
 TOOL = re.compile(r'(?<![\w/.])((?:tools|demo)/[\w/]+\.(?:py|sh))')
 OPTION = re.compile(r'(?<![\w-])(--[a-z][a-z0-9_-]*)')
 # Commands of other programs, whose options are theirs.
@@ -131,7 +134,8 @@ def all_options() -> Set[str]:
 
 def quoted() -> Dict[str, List[Tuple[str, List[str]]]]:
     return {page: [found for command in commands(read(page))
-                   for found in tool_options(command)] for page in PAGES}
+                   for found in tool_options(command)]
+            for page in PAGES + FAMILY_PAGES}
 
 
 def test_the_readme_is_short_and_leads_to_the_docs():
@@ -142,7 +146,7 @@ def test_the_readme_is_short_and_leads_to_the_docs():
         assert f'({page})' in readme, f'README.md does not link {page}'
 
 
-@pytest.mark.parametrize('page', PAGES)
+@pytest.mark.parametrize('page', PAGES + FAMILY_PAGES)
 def test_every_quoted_tool_and_option_exists(page):
     missing = []
     for tool, options in quoted()[page]:
@@ -168,7 +172,7 @@ def test_every_option_and_module_in_prose_exists(page):
         assert module_files(name), f'{page}: no module {name}'
 
 
-@pytest.mark.parametrize('page', PAGES)
+@pytest.mark.parametrize('page', PAGES + FAMILY_PAGES)
 def test_every_relative_link_resolves(page):
     folder = osp.dirname(osp.join(ROOT, page))
     for target in re.findall(r'\]\(([^)#\s]+)(?:#[^)]*)?\)', read(page)):
