@@ -35,6 +35,8 @@ LONGEST_FIRST = ('test_triton_interpreter.py', 'test_onnx_export.py',
 def pytest_collection_modifyitems(config, items) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 DEMO_DET = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_r18_fpn_shapes.py')
 DEMO_SEG = osp.join(ROOT, 'configs', 'demo', 'upernet_r18_ade_shapes.py')
 

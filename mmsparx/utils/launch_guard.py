@@ -5,7 +5,11 @@ so when torchrun itself is SIGKILLed (an OOM killer, ``kill -9``, a
 scheduler) nothing forwards the signal: the workers kept training and wrote
 checkpoints into the work dir a ``--resume`` would then pick up. Linux can
 deliver a signal to a process when its parent dies (``PR_SET_PDEATHSIG``);
-each worker asks for SIGTERM at start.
+each worker asks for SIGKILL at start. Not SIGTERM: that asks
+``PreemptionHook`` to finish the iteration and save, which an orphan
+cannot do (the launcher's rendezvous went with it, so the next all-reduce
+may never return), and dying mid-write loses nothing (checkpoints are
+written to a part file and renamed).
 """
 import ctypes
 import ctypes.util
@@ -21,7 +25,7 @@ def launched_by_torchrun() -> bool:
     return 'LOCAL_RANK' in os.environ and 'TORCHELASTIC_RUN_ID' in os.environ
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     """Ask the kernel to send ``sig`` to this process when its parent dies.
 
     Returns False where that is not available (not Linux, no libc). Exits at
