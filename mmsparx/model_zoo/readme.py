@@ -78,37 +78,38 @@ def readme_tables(root: str) -> Dict[str, str]:
     return {readme: render(entries) for readme, entries in grouped.items()}
 
 
-def _split(text: str, path: str):
-    if BEGIN not in text or END not in text:
-        raise ValueError(f'{path} has no model-zoo table markers ({BEGIN!r} '
-                         f'... {END!r}): add them where the table goes')
-    head, rest = text.split(BEGIN, 1)
-    return head, rest.split(END, 1)[1]
-
-
-def _regenerated(root: str) -> Dict[str, str]:
-    """README path -> its text with the table its metafile renders to, for
-    the READMEs where that differs from the file."""
+def spliced(root: str, tables: Dict[str, str], begin: str = BEGIN,
+            end: str = END, what: str = 'model-zoo table') -> Dict[str, str]:
+    """README path -> its text with ``tables[path]`` between its ``begin``
+    and ``end`` markers, for the READMEs where that differs from the file:
+    what every generated README table is written or checked with."""
     out = {}
-    for readme, table in readme_tables(root).items():
+    for readme, table in tables.items():
         with open(osp.join(root, readme)) as f:
             text = f.read()
-        head, tail = _split(text, readme)
-        new = f'{head}{BEGIN}\n{table}\n{END}{tail}'
+        if begin not in text or end not in text:
+            raise ValueError(f'{readme} has no {what} markers ({begin!r} '
+                             f'... {end!r}): add them where the table goes')
+        head, rest = text.split(begin, 1)
+        new = f'{head}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}'
         if new != text:
             out[readme] = new
     return out
 
 
+def write_texts(root: str, texts: Dict[str, str]) -> List[str]:
+    """Write each path's new text; the paths written."""
+    for readme, text in texts.items():
+        with open(osp.join(root, readme), 'w') as f:
+            f.write(text)
+    return list(texts)
+
+
 def stale_readmes(root: str) -> List[str]:
     """READMEs whose table is not what their metafile renders to."""
-    return list(_regenerated(root))
+    return list(spliced(root, readme_tables(root)))
 
 
 def update_readmes(root: str) -> List[str]:
     """Rewrite each README's table from its metafile; the changed ones."""
-    changed = _regenerated(root)
-    for readme, text in changed.items():
-        with open(osp.join(root, readme), 'w') as f:
-            f.write(text)
-    return list(changed)
+    return write_texts(root, spliced(root, readme_tables(root)))

@@ -17,6 +17,7 @@ from mmsparx.converters.detect import FAMILIES
 from mmsparx.fileio import CheckpointError, local_copy
 from mmsparx.fileio.download import FETCH_COMMAND
 from mmsparx.model_zoo.metafiles import metafile_paths, read_metafile
+from mmsparx.model_zoo.readme import spliced, write_texts
 
 URL_BASE_ENV = 'MMSPARX_WEIGHTS_URL_BASE'
 OUT_DIR = 'checkpoints'
@@ -157,26 +158,19 @@ def render(items: List[PublishedFile], readme: str) -> str:
     return '\n'.join(lines)
 
 
-def _regenerated(root: str) -> Dict[str, str]:
-    """README path -> its text with its weights table as the metafiles
-    render it, for the READMEs where that differs from the file."""
+def _weights_tables(root: str) -> Dict[str, str]:
+    """README path -> its weights table as the metafiles render it."""
     grouped: Dict[str, List[PublishedFile]] = {}
     for item in published_files(root):
         grouped.setdefault(item.readme, []).append(item)
-    out = {}
-    for readme, items in grouped.items():
-        with open(osp.join(root, readme)) as f:
-            text = f.read()
-        if BEGIN not in text or END not in text:
-            raise ValueError(f'{readme} has no weights table markers '
-                             f'({BEGIN!r} ... {END!r}): add them where the '
-                             'table goes')
-        head, rest = text.split(BEGIN, 1)
-        new = f'{head}{BEGIN}\n{render(items, readme)}\n{END}' + \
-            rest.split(END, 1)[1]
-        if new != text:
-            out[readme] = new
-    return out
+    return {readme: render(items, readme)
+            for readme, items in grouped.items()}
+
+
+def _regenerated(root: str) -> Dict[str, str]:
+    """README path -> its text with its weights table as the metafiles
+    render it, for the READMEs where that differs from the file."""
+    return spliced(root, _weights_tables(root), BEGIN, END, 'weights table')
 
 
 def stale_weights_tables(root: str) -> List[str]:
@@ -186,8 +180,4 @@ def stale_weights_tables(root: str) -> List[str]:
 
 def update_weights_tables(root: str) -> List[str]:
     """Rewrite each README's weights table; the changed READMEs."""
-    changed = _regenerated(root)
-    for readme, text in changed.items():
-        with open(osp.join(root, readme), 'w') as f:
-            f.write(text)
-    return list(changed)
+    return write_texts(root, _regenerated(root))
