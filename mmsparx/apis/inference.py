@@ -137,6 +137,14 @@ def class_names(model: nn.Module, task: str, meta: dict,
         'numbers (no names fit the model)'
 
 
+def require_config(config: str) -> None:
+    """Refuse a config path that names no file, saying what to give."""
+    if not osp.isfile(config):
+        raise InferenceError(f'config {config} does not exist: give the '
+                             f'path of a config file, e.g. one under '
+                             f'configs/.')
+
+
 def load_predictor(config: str, checkpoint: Optional[str] = None,
                    cfg_options: Optional[dict] = None,
                    device: str = 'cpu') -> Predictor:
@@ -152,10 +160,7 @@ def load_predictor(config: str, checkpoint: Optional[str] = None,
             the model (:func:`mmsparx.apis.model.load_checkpoint`).
     """
     from mmengine.dataset import Compose
-    if not osp.isfile(config):
-        raise InferenceError(f'config {config} does not exist: give the '
-                             f'path of a config file, e.g. one under '
-                             f'configs/.')
+    require_config(config)
     weights = None if checkpoint in (None, NO_WEIGHTS) else checkpoint
     if weights is not None and not is_url(weights) and \
             not osp.isfile(weights):

@@ -15,20 +15,15 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
-from mmsparx.apis.inference import (NO_WEIGHTS, InferenceError,
-                                    class_names, dataset_meta, task_of)
+from mmsparx.apis.inference import (NO_WEIGHTS, class_names, dataset_meta,
+                                    require_config, task_of)
 from mmsparx.apis.model import load_checkpoint
 from mmsparx.visualization.drawing import rgb_palette
 
 
 def _config(config: str, cfg_options: Optional[dict]):
-    import os.path as osp
-
     from mmengine.config import Config
-    if not osp.isfile(config):
-        raise InferenceError(f'config {config} does not exist: give the '
-                             f'path of a config file, e.g. one under '
-                             f'configs/.')
+    require_config(config)
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
