@@ -9,8 +9,10 @@ DEMO ?= rtdetr
 setup:
 	@bash tools/misc/setup_env.sh
 
+# Bytecode is cached (some environments switch it off): many tests start
+# tools as new Python processes, each compiling mmsparx again without it.
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 demo: setup
 	$(PY) tools/misc/demo.py --preset $(DEMO)

@@ -1,5 +1,5 @@
 """Shared fixtures: small generated datasets, a tool runner, and config
-handling without its two slow, output-neutral steps."""
+handling without its three slow, output-neutral steps."""
 import contextlib
 import functools
 import os
@@ -20,16 +20,26 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     os.environ['OMP_NUM_THREADS'] = '1'
     torch.set_num_threads(1)
 
+if os.environ.get('TRITON_INTERPRET') == '1':
+    # Interpreted kernels: the interpreter's generic scan and reduce run
+    # lane-wise (the same numbers, test_interpreter_lanes.py).
+    try:
+        import interpreter_lanes
+        interpreter_lanes.install()
+    except ImportError:  # no triton: its tests skip themselves
+        pass
+
 # The longest test files, run first: under pytest-xdist (--dist loadfile)
 # the other worker works through the rest meanwhile instead of the suite
 # waiting for them at its end.
-LONGEST_FIRST = ('test_triton_interpreter.py', 'test_onnx_export.py',
-                 'test_gpu_check.py', 'test_resume.py',
-                 'test_config_training.py', 'test_model_zoo.py',
-                 'test_compile.py', 'test_toolbox_train.py',
-                 'test_training.py', 'test_launchers.py',
-                 'test_rtdetr_configs.py', 'test_wrong_checkpoints.py',
-                 'test_sparx_configs.py')
+LONGEST_FIRST = ('test_gpu_check.py', 'test_config_training.py',
+                 'test_onnx_export.py', 'test_compile.py',
+                 'test_model_zoo.py', 'test_triton_interpreter.py',
+                 'test_launchers.py', 'test_rtdetr_configs.py',
+                 'test_training.py', 'test_toolbox_train.py',
+                 'test_sparx_dense_checkpoints.py', 'test_inference.py',
+                 'test_resume.py', 'test_dist_threads.py',
+                 'test_bad_inputs.py')
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -178,10 +188,21 @@ def memoised_base_lookup() -> Iterator[None]:
     For every such base mmengine reads each metafile of the package (about
     400 YAML files for mmdet, 0.2 s per base), only to learn that a base is
     not a model config. The answer only depends on the arguments, so it is
-    kept; the configs load exactly as without this.
+    kept, and the metafiles, which this lookup only reads, are read once
+    per package; the configs load exactly as without this.
     """
     from mmengine.config import config as config_module
+    from mmengine.config import utils as utils_module
     real = config_module._get_external_cfg_path
+    real_load = utils_module.load
+    metafiles = {}
+
+    def load_metafile(file, *args, **kwargs):
+        if args or kwargs or not str(file).endswith('.yml'):
+            return real_load(file, *args, **kwargs)
+        if file not in metafiles:
+            metafiles[file] = real_load(file)
+        return metafiles[file]
 
     @functools.lru_cache(maxsize=None)
     def lookup(package_path: str, cfg_file: str) -> Tuple[str, tuple]:
@@ -199,10 +220,27 @@ def memoised_base_lookup() -> Iterator[None]:
         return path
 
     config_module._get_external_cfg_path = cached
+    utils_module.load = load_metafile
     try:
         yield
     finally:
         config_module._get_external_cfg_path = real
+        utils_module.load = real_load
+
+
+@contextlib.contextmanager
+def memoised_install_check() -> Iterator[None]:
+    """Memoise mmengine's check that the package of an ``mmdet::``-style
+    base is installed: it reloads pkg_resources each time (0.05 to 0.2 s,
+    several times per config). Whether a package is installed does not
+    change during the run; the configs load exactly as without this."""
+    from mmengine.config import config as config_module
+    real = config_module.is_installed
+    config_module.is_installed = functools.lru_cache(maxsize=None)(real)
+    try:
+        yield
+    finally:
+        config_module.is_installed = real
 
 
 @contextlib.contextmanager
@@ -237,7 +275,8 @@ def isolated_default_scope() -> Iterator[None]:
 
 @pytest.fixture(scope='session', autouse=True)
 def fast_config_handling() -> Iterator[None]:
-    """Every test's configs and runners without the two costs above; what
-    they load, build and run is unchanged."""
-    with memoised_base_lookup(), unformatted_config_text():
+    """Every test's configs and runners without the three costs above;
+    what they load, build and run is unchanged."""
+    with memoised_base_lookup(), memoised_install_check(), \
+            unformatted_config_text():
         yield

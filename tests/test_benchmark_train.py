@@ -10,20 +10,28 @@ import sys
 import pytest
 import torch
 
-from conftest import run_tool
+from conftest import ROOT
 from mmsparx.analysis import model_steps
 from mmsparx.analysis.benchmarks import model as benchmark
 from mmsparx.analysis.benchmarks import step as step_benchmark
 
 
-def test_train_json_names_the_mode():
-    result = run_tool(
-        [sys.executable, 'tools/analysis_tools/benchmark.py', 'model',
-         'spartan-xt', '--train', '--batch', '2', '--input', '64', '64',
-         '--runs', '1', '--warmup', '1', '--device', 'cpu', '--json'],
-        timeout=300, env={'OMP_NUM_THREADS': '1'})
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads(result.stdout)  # stdout is the JSON alone
+def benchmark_json(capfd, argv) -> list:
+    """``benchmark.py ARGV --json`` in this process: exit status 0, and
+    its stdout (the file descriptor, C-level output included) is the JSON
+    alone."""
+    from tools.analysis_tools.benchmark import main
+    capfd.readouterr()
+    status = main([*argv, '--json'])
+    out, err = capfd.readouterr()
+    assert status == 0, err[-3000:]
+    return json.loads(out)
+
+
+def test_train_json_names_the_mode(capfd):
+    rows = benchmark_json(capfd, [
+        'model', 'spartan-xt', '--train', '--batch', '1', '--input', '64',
+        '64', '--runs', '1', '--warmup', '0', '--device', 'cpu'])
     assert [row['name'] for row in rows] == ['spartan-xt']
     assert rows[0]['mode'] == 'train'
     assert rows[0]['img_per_s'] > 0
@@ -54,7 +62,7 @@ def test_train_step_updates_every_trained_parameter(amp):
     from mmsparx.models.variants import build_classifier
     model = build_classifier('spartan-xt', num_classes=10).train()
     images, samples = model_steps.random_batch(model, 2, (64, 64),
-                                             torch.device('cpu'))
+                                               torch.device('cpu'))
     assert all(0 <= int(s.gt_label) < 10 for s in samples)
     optimizer = model_steps.make_optimizer(model)
     # Every parameter is handed to AdamW with the recipes' settings.
@@ -175,7 +183,7 @@ def test_timm_models_train_with_cross_entropy(fake_timm):
     assert row['mode'] == 'train' and row['saved_mib_per_image'] > 0
     model = model_steps.build_model('timm:fake')
     images, samples = model_steps.random_batch(model, 3, (32, 32),
-                                             torch.device('cpu'))
+                                               torch.device('cpu'))
     assert all(0 <= int(s.gt_label) < 7 for s in samples)
     loss = model_steps.loss_of(model, images, samples, amp=False)
     labels = torch.cat([s.gt_label for s in samples])
@@ -207,14 +215,11 @@ def test_step_benchmark_resolves_toolbox_configs():
         step_benchmark.resolve_config('mmdet::swin/nope.py')
 
 
-def test_step_benchmark_trains_a_config_on_cpu():
-    result = run_tool(
-        [sys.executable, 'tools/analysis_tools/benchmark.py', 'step',
-         'configs/rtdetr/rtdetr_r18vd_72e_coco.py', '--size', '128', '128',
-         '--warmup', '0', '--runs', '2', '--device', 'cpu', '--json'],
-        timeout=300, env={'OMP_NUM_THREADS': '1'})
-    assert result.returncode == 0, result.stderr[-3000:]
-    (row, ) = json.loads(result.stdout)
+def test_step_benchmark_trains_a_config_on_cpu(capfd):
+    (row, ) = benchmark_json(capfd, [
+        'step', os.path.join(ROOT, 'configs', 'rtdetr',
+                             'rtdetr_r18vd_72e_coco.py'), '--size', '128',
+        '128', '--warmup', '0', '--runs', '1', '--device', 'cpu'])
     assert row['model'] == 'RTDETR' and row['size'] == [128, 128]
     assert row['s_per_iter'] > 0 and row['peak_mem_mb'] > 0
     assert row['optim_wrapper'] == 'OptimWrapper'
@@ -294,7 +299,6 @@ def test_no_tool_imports_another_tool():
     """Tools share code through the package, not through ``sys.path``."""
     import ast
     import glob
-    from conftest import ROOT
     folder = os.path.join(ROOT, 'tools', 'analysis_tools')
     tools = {os.path.basename(p)[:-3]
              for p in glob.glob(os.path.join(folder, '*.py'))}

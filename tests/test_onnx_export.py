@@ -1,7 +1,7 @@
 """ONNX export: the doubling scan against the reference, and every family
-exported from its real config + a checkpoint file, run in ONNX Runtime and
-held against the PyTorch model (non-square inputs, a dynamic batch traced
-at 1 and run at 2), plus the refusals.
+exported from its real config (with fewer blocks per stage) + a checkpoint
+file, run in ONNX Runtime and held against the PyTorch model (non-square
+inputs, a dynamic batch traced at 1 and run at 2), plus the refusals.
 """
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ import pytest
 import torch
 
 from conftest import ROOT, load_test_config, run_tool
+from mmsparx.archs import sparseswin as sparseswin_archs
+from mmsparx.archs import spartan as spartan_archs
+from mmsparx.archs import sparx as sparx_archs
 from mmsparx.deploy import (DeployError, export_config, export_onnx,
                             read_metadata, run_onnxruntime)
 from mmsparx.deploy.compare import (compare_argmax, compare_dense,
@@ -142,32 +145,68 @@ def test_scan_exports_with_standard_ops(tmp_path):
     assert np.abs(got - want).max() <= 1e-4 * (want.max() - want.min())
 
 
-# (config, input H x W, options): one per family and toolbox. Heads sized
-# to the generated sets; RT-DETR's score heads sharpened so the top 300
-# are not a plateau of near-equal initial scores.
+def fewer_blocks(table: dict, name: str, depths) -> dict:
+    """A ``cfg_options`` arch: the variant ``name`` of ``table`` with
+    fewer blocks per stage (widths unchanged, so the config's heads fit),
+    replacing the config's arch."""
+    return dict(table[name], depths=tuple(depths), _delete_=True)
+
+
+# Every kind of layer of each variant stays. SparX: normal layers,
+# ganglion layers without and with layer scale, one reading an earlier
+# one (stage 3); SparX-Swin also a shifted window (stage 1's second
+# layer); SparseSwin plain and shifted windows (stage 2) and both SparTa
+# layers.
+ARCHS = dict(
+    sparx=fewer_blocks(sparx_archs.ARCH_SETTINGS, 'tiny', (1, 2, 1, 2)),
+    swin=fewer_blocks(sparx_archs.SWIN_ARCH_SETTINGS, 'tiny', (1, 2, 1, 2)),
+    spartan_xt=fewer_blocks(spartan_archs.ARCH_SETTINGS, 'xt', (1, 1, 2, 1)),
+    spartan_t=fewer_blocks(spartan_archs.ARCH_SETTINGS, 't', (1, 1, 2, 1)),
+    sparseswin=fewer_blocks(sparseswin_archs.ARCH_SETTINGS, 'tiny',
+                            (1, 1, 2)))
+
+
+def backbone(arch: str, options=None) -> dict:
+    """``options`` with the backbone's arch set to ``ARCHS[arch]``."""
+    return dict(options or {}, **{'model.backbone.arch': ARCHS[arch]})
+
+
+def upernet(arch: str) -> dict:
+    """``ARCHS[arch]`` under a narrower UperNet head (128 channels, not
+    512; the auxiliary head 64, not 256)."""
+    return backbone(arch, {'model.decode_head.channels': 128,
+                           'model.auxiliary_head.channels': 64})
+
+
+# (config, input H x W, options): one per family and toolbox, each the
+# config's model with fewer blocks per stage (tracing time grows with the
+# layers) and UperNet's head narrower. Heads sized to the generated sets;
+# RT-DETR's score heads sharpened so the top 300 are not a plateau of
+# near-equal initial scores.
 CASES = {
     'sparx-mamba-t-cls': ('sparx/sparx-mamba-t_16xb128_in1k.py', (96, 128),
-                          None),
+                          backbone('sparx')),
     'sparx-swin-t-cls': ('sparx/sparx-swin-t_16xb128_in1k.py', (96, 128),
-                         None),
+                         backbone('swin')),
     'spartan-xt-cls': ('spartan/spartan-xt_16xb128_in1k.py', (96, 128),
-                       None),
+                       backbone('spartan_xt')),
     'sparseswin-cls': ('sparseswin/sparseswin-t_1xb22_in100.py', (224, 224),
-                       None),
+                       backbone('sparseswin')),
     'rtdetr-r18vd': ('rtdetr/rtdetr_r18vd_72e_coco.py', (192, 256),
                      {'model.bbox_head.num_classes': 3}),
     'rtdetr-spartan-xt': ('rtdetr/rtdetr_spartan_xt_72e_coco.py', (192, 256),
-                          {'model.bbox_head.num_classes': 3}),
+                          backbone('spartan_xt',
+                                   {'model.bbox_head.num_classes': 3})),
     'rtdetr-sparx': ('demo/rtdetr_sparx_shapes.py', (192, 256), None),
     'upernet-sparx-mamba-t': (
         'sparx/upernet_sparx-mamba-t_8xb2-160k_ade20k-512x512.py', (96, 128),
-        None),
+        upernet('sparx')),
     'upernet-spartan-t': (
         'spartan/upernet_spartan-t_8xb2-160k_ade20k-512x512.py', (96, 128),
-        None),
+        upernet('spartan_t')),
     'upernet-sparseswin': (
         'sparseswin/upernet_sparseswin-t_8xb2-160k_ade20k-512x512.py',
-        (224, 224), None),
+        (224, 224), upernet('sparseswin')),
 }
 
 
@@ -200,9 +239,9 @@ def spread_class_scores(model, shape) -> None:
 
 
 def trained_like_checkpoint(name: str, folder) -> str:
-    """The config's model with its initial weights (every float tensor
-    nudged, so no BN is an identity; RT-DETR's class scores spread),
-    saved as tools/train.py saves."""
+    """The model of CASES[name] (its config with its options) with its
+    initial weights (every float tensor nudged, so no BN is an identity;
+    RT-DETR's class scores spread), saved as tools/train.py saves."""
     from mmsparx.deploy import restored_default_scope
     from mmsparx.apis import load_model
     path, shape, options = CASES[name]
@@ -346,13 +385,33 @@ def test_image_file_answers_agree(name, exported, tmp_path):
             'ok']
 
 
-def test_segmentation_argmax_and_fixed_batch(tmp_path):
-    """``--seg-output argmax`` with a fixed batch of 2 (CLI, JSON)."""
-    checkpoint = trained_like_checkpoint('upernet-sparx-mamba-t', tmp_path)
+def config_file(name: str, folder) -> str:
+    """A config file of CASES[name]: its config with its options set, for
+    the tool (``--cfg-options`` cannot replace an arch by a dict)."""
+    path, _, options = CASES[name]
+    nested = {}
+    for key, value in (options or {}).items():
+        *parents, last = key.split('.')
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    file = str(folder / f'{name}.py')
+    with open(file, 'w') as f:
+        f.write(f'_base_ = [{config(path)!r}]\n')
+        for key, value in nested.items():
+            f.write(f'{key} = {value!r}\n')
+    return file
+
+
+def test_segmentation_argmax_and_fixed_batch(exported, tmp_path):
+    """``--seg-output argmax`` with a fixed batch of 2 (CLI, JSON), on
+    UperNet-SpaRTAN-T's checkpoint of ``test_export_and_check``."""
+    checkpoint = exported('upernet-spartan-t')[0]
     out = str(tmp_path / 'seg.onnx')
     result = run_tool([
         sys.executable, 'tools/deployment/export_onnx.py',
-        config(CASES['upernet-sparx-mamba-t'][0]), checkpoint, '--out', out,
+        config_file('upernet-spartan-t', tmp_path), checkpoint, '--out', out,
         '--shape', '64', '96', '--batch', '2', '--seg-output', 'argmax',
         '--check', '--json'], env=dict(OMP_NUM_THREADS='1'))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -365,18 +424,18 @@ def test_segmentation_argmax_and_fixed_batch(tmp_path):
     assert inputs[0].shape == [2, 3, 64, 96]
 
 
-def test_rtdetr_export_equals_mmdet_predict(tmp_path):
+def test_rtdetr_export_equals_mmdet_predict(exported):
     """The exported post-processing is the head's: boxes in original
     pixels given (width, height), as ``predict`` rescales them."""
     from mmdet.structures import DetDataSample
 
     from mmsparx.deploy import prepare, restored_default_scope
     from mmsparx.deploy.compare import check_inputs
-    checkpoint = trained_like_checkpoint('rtdetr-sparx', tmp_path)
+    checkpoint = exported('rtdetr-sparx')[0]
     path, shape, options = CASES['rtdetr-sparx']
     with restored_default_scope():
         module, task, model, shape = prepare(config(path), checkpoint,
-                                             shape)
+                                             shape, cfg_options=options)
         images, sizes = check_inputs(model, task, shape, 2)
         samples = []
         for (w, h) in sizes.tolist():
@@ -395,31 +454,35 @@ def test_rtdetr_export_equals_mmdet_predict(tmp_path):
                               [t.numpy() for t in want])['ok']
 
 
-def test_refusals(tmp_path):
+def test_refusals(exported, tmp_path):
     """A file that leaves the model unloaded, a detector other than
-    RT-DETR, a size below the stride: one paragraph each, no file."""
-    cls = config(CASES['sparx-mamba-t-cls'][0])
+    RT-DETR, a size below the stride: one paragraph each, no file. (The
+    models have fewer blocks than their configs' by ``cfg_options``.)"""
+    path, _, options = CASES['sparx-mamba-t-cls']
+    cls = config(path)
     out = str(tmp_path / 'x.onnx')
     junk = str(tmp_path / 'junk.pth')
     torch.save({'state_dict': {'a.weight': torch.zeros(2)}}, junk)
     with pytest.raises(DeployError, match='does not fit the model'):
-        export_config(cls, junk, out)
+        export_config(cls, junk, out, cfg_options=options)
     with pytest.raises(DeployError, match='is the checkpoint itself'):
-        export_config(cls, junk, junk)
+        export_config(cls, junk, junk, cfg_options=options)
     with pytest.raises(FileNotFoundError, match='does not exist'):
-        export_config(cls, str(tmp_path / 'missing.pth'), out)
+        export_config(cls, str(tmp_path / 'missing.pth'), out,
+                      cfg_options=options)
     mask_rcnn = config('sparx/mask-rcnn_sparx-mamba-t_fpn_1x_coco.py')
     from mmsparx.deploy import restored_default_scope
     from mmsparx.apis import load_model
     with restored_default_scope():
-        model, _, _ = load_model(mask_rcnn)
+        model, _, _ = load_model(mask_rcnn, backbone('sparx'))
     ckpt = str(tmp_path / 'mrcnn.pth')
     torch.save({'state_dict': model.state_dict()}, ckpt)
     with pytest.raises(DeployError, match='mmdeploy'):
-        export_config(mask_rcnn, ckpt, out)
-    checkpoint = trained_like_checkpoint('sparx-mamba-t-cls', tmp_path)
+        export_config(mask_rcnn, ckpt, out, cfg_options=backbone('sparx'))
+    checkpoint = exported('sparx-mamba-t-cls')[0]
     with pytest.raises(DeployError, match='too small'):
-        export_config(cls, checkpoint, out, shape=(16, 16))
+        export_config(cls, checkpoint, out, shape=(16, 16),
+                      cfg_options=options)
     assert not osp.exists(out)
     result = run_tool([sys.executable, 'tools/deployment/export_onnx.py', cls,
                        junk, '--out', out])

@@ -54,9 +54,12 @@ def coco8(tmp_path_factory):
 
 def options(root: str, **extra) -> dict:
     """The tiny detector on ``root``, no validation, a checkpoint after
-    every iteration, one kept, seeded and deterministic."""
+    every iteration, one kept, seeded and deterministic; the dataset not
+    serialised (that runs gc.collect() on every build, a second in a test
+    process, and only saves memory with several workers)."""
     return dict(coco_options(root), **TINY, **{
         'train_dataloader.dataset.pipeline.2.scale': (64, 64),
+        'train_dataloader.dataset.serialize_data': False,
         'val_cfg': None, 'val_dataloader': None, 'val_evaluator': None,
         'test_cfg': None, 'test_dataloader': None, 'test_evaluator': None,
         'default_hooks.checkpoint.by_epoch': False,

@@ -1,4 +1,4 @@
-"""Nothing lost on a kill: a Mask R-CNN + SparX-Mamba-T run (drop path,
+"""Nothing lost on a kill: a Mask R-CNN + SparX-Mamba run (drop path,
 random flips, a shuffling sampler, validation every epoch) killed after a
 checkpoint, or while writing one, resumes to the same losses and weights as
 the uninterrupted run, bit for bit; so does an iteration-based UperNet run
@@ -6,7 +6,10 @@ the uninterrupted run, bit for bit; so does an iteration-based UperNet run
 sampler), whose loop replays the data it had seen; a run preempted
 (SIGTERM, SIGUSR1) in the middle of an epoch saves after the iteration it
 was in and resumes from the next; ``--resume`` with nothing to resume says
-so."""
+so.
+
+Both models are shrunk (``SMALL_SPARX``, ``SMALL_UPERNET``): what is checked
+is the loop, the hooks and the random states, not the model's size."""
 import os
 import os.path as osp
 import signal
@@ -23,6 +26,47 @@ from tools.train import resume_point
 
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'maskrcnn_sparx_t_fpn_shapes.py')
 EPOCHS = 3  # 2 iterations each (4 images, batch 2)
+# The config's detector and SparX-Mamba (its drop path, GroupNorm outputs
+# and T's stem, strides and ganglion layers), at depths 1-1-3-1 and 1/6 of
+# T's widths, with 32-channel FPN and heads, fewer proposals and RoIs, on
+# 80x64 images.
+SMALL_SPARX = {
+    'model.backbone.arch': dict(
+        _delete_=True, depths=(1, 1, 3, 1), channels=(16, 32, 48, 64),
+        stem='v1', strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0)),
+    'model.neck.in_channels': [16, 32, 48, 64],
+    'model.neck.out_channels': 32,
+    'model.rpn_head.in_channels': 32, 'model.rpn_head.feat_channels': 32,
+    'model.roi_head.bbox_roi_extractor.out_channels': 32,
+    'model.roi_head.bbox_head.in_channels': 32,
+    'model.roi_head.bbox_head.fc_out_channels': 64,
+    'model.roi_head.mask_roi_extractor.out_channels': 32,
+    'model.roi_head.mask_head.in_channels': 32,
+    'model.roi_head.mask_head.conv_out_channels': 32,
+    'model.train_cfg.rpn_proposal.max_per_img': 50,
+    'model.train_cfg.rcnn.sampler.num': 32,
+    'model.test_cfg.rpn.max_per_img': 50,
+    'model.test_cfg.rcnn.max_per_img': 10,
+    'train_dataloader.dataset.pipeline.2.scale': (80, 64),
+    'val_dataloader.dataset.pipeline.1.scale': (80, 64),
+    'test_dataloader.dataset.pipeline.1.scale': (80, 64),
+}
+# UperNet R18's layers at a quarter of the widths, on 64x64 crops.
+SMALL_UPERNET = {
+    'model.backbone.stem_channels': 16, 'model.backbone.base_channels': 16,
+    'model.decode_head.in_channels': [16, 32, 64, 128],
+    'model.decode_head.channels': 32,
+    'model.auxiliary_head.in_channels': 64,
+    'model.auxiliary_head.channels': 16,
+    'model.data_preprocessor.size': (64, 64),
+    'train_dataloader.dataset.pipeline.2.scale': (256, 64),
+    'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
+    'val_dataloader.dataset.pipeline.1.scale': (256, 64),
+}
+# A serialised dataset runs gc.collect() on every build (a second in a
+# test process); it only saves memory with several workers.
+NOT_SERIALISED = {'train_dataloader.dataset.serialize_data': False,
+                  'val_dataloader.dataset.serialize_data': False}
 
 
 class Record(Hook):
@@ -50,7 +94,8 @@ class KillAt(Hook):
 def train(config: str, options: dict, work_dir, hooks=(), resume=False):
     """Train ``config`` (seeded, deterministic); the recorded losses and the
     final weights."""
-    options = dict(options, randomness=dict(seed=0, deterministic=True))
+    options = dict(options, **NOT_SERIALISED,
+                   randomness=dict(seed=0, deterministic=True))
     cfg = load_test_config(config, options, work_dir)
     if resume:
         cfg.resume, cfg.load_from = True, resume_point(str(work_dir))
@@ -63,9 +108,9 @@ def train(config: str, options: dict, work_dir, hooks=(), resume=False):
 
 
 def run(coco_root, work_dir, hooks=(), resume=False):
-    """Mask R-CNN + SparX-Mamba-T, validated and saved every epoch, one
-    checkpoint kept."""
-    return train(CONFIG, dict(coco_options(coco_root), **{
+    """Mask R-CNN + the small SparX-Mamba, validated and saved every
+    epoch, one checkpoint kept."""
+    return train(CONFIG, dict(coco_options(coco_root), **SMALL_SPARX, **{
         'train_cfg.max_epochs': EPOCHS, 'train_cfg.val_interval': 1,
         'default_hooks.checkpoint.interval': 1,
         'default_hooks.checkpoint.max_keep_ckpts': 1}), work_dir, hooks,
@@ -168,13 +213,14 @@ def test_train_tool_installs_the_preemption_hook(coco_root, tmp_path):
 
 
 def run_upernet(ade_root, work_dir, hooks=(), resume=False):
-    """The UperNet demo, 6 iterations, validated and saved every 2."""
-    return train(DEMO_SEG, {
+    """The UperNet demo, small, 6 iterations, validated and saved every
+    2."""
+    return train(DEMO_SEG, dict(SMALL_UPERNET, **{
         'train_dataloader.dataset.data_root': ade_root,
         'val_dataloader.dataset.data_root': ade_root,
         'test_dataloader.dataset.data_root': ade_root,
         'train_cfg.max_iters': 6, 'train_cfg.val_interval': 2,
-        'default_hooks.checkpoint.interval': 2}, work_dir, hooks, resume)
+        'default_hooks.checkpoint.interval': 2}), work_dir, hooks, resume)
 
 
 def test_iteration_based_run_resumes_bit_exactly(ade_root, tmp_path):

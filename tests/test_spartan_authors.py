@@ -379,20 +379,39 @@ def test_one_mixer_weight_changes_the_output():
 def test_every_tensor_is_used_the_same_way():
     """Perturb each tensor of the small model in turn: mmsparx and the
     reference both move (so no weight is ignored by either, and the 1e-4
-    match covers it) and still agree."""
+    match covers it) and still agree. Each perturbed dict is converted;
+    what it converts differently is copied into the strictly loaded model
+    (what a strict load of the whole converted dict would change)."""
     sd = random_authors_state_dict(SMALL, 10, SEED)
     x = image((64, 64), batch=1)
     model = build_mmsparx(SMALL)
+    load_authors(model, sd)
+    own = model.state_dict()  # the parameters' and buffers' storage
+    base_converted = convert_spartan(sd)
     with torch.no_grad():
         base = authors_forward(sd, x)
     for key in sd:
         if key.endswith('num_batches_tracked'):
             continue
         moved = perturbed(sd, key)
-        head = load_authors(model, moved)
+        converted = convert_spartan(moved)
+        assert sorted(converted) == sorted(base_converted), key
+        changed = [k for k, v in converted.items()
+                   if not torch.equal(v, base_converted[k])]
+        assert changed, key
+        head = {k: v for k, v in converted.items()
+                if not k.startswith('backbone.')}
+        copied = {k[len('backbone.'):]: converted[k] for k in changed
+                  if k.startswith('backbone.')}
+        with torch.no_grad():
+            for name, value in copied.items():
+                assert own[name].shape == value.shape, (key, name)
+                own[name].copy_(value)
         got = mmsparx_forward(model, head, x)
         with torch.no_grad():
             want = authors_forward(moved, x)
+            for name in copied:  # back to the unperturbed weights
+                own[name].copy_(base_converted['backbone.' + name])
         assert max(max_differences(got, want)) < ATOL, key
         assert max(max_differences(got, base)) > 10 * ATOL, key
 

@@ -4,6 +4,9 @@ mmdet's and mmseg's ``tools/train.py`` (the copies they install in
 mmsparx's tools is involved: the config's ``custom_imports`` is what brings
 in the backbone and the hooks. Each run is a subprocess started outside the
 checkout, small by ``--cfg-options`` only, on the generated data sets.
+mmdet's train.py runs once, started by ``mim train mmdet``: mim runs that
+script with this Python (its ``Training command is`` line shows it), and
+both mmdet tests check that one run.
 
 Also: setup.py puts configs/, tools/ and model-index.yml into
 ``mmsparx/.mim`` (links for an editable install, copies in a wheel), which
@@ -21,7 +24,9 @@ import subprocess
 import sys
 import time
 import zipfile
+from typing import Iterator, Tuple
 
+import pytest
 import torch
 
 from conftest import ROOT, coco_paper_options
@@ -58,16 +63,22 @@ def cfg_words(options: dict) -> list:
 
 
 def det_options(coco_root: str) -> dict:
-    """The Mask R-CNN config on the generated COCO set: 4 training images,
-    batch 2 (2 iterations), then CocoMetric on the 2 validation images."""
+    """The Mask R-CNN config on the generated COCO set at 64x51: one
+    training image (one iteration), then CocoMetric on one validation
+    image."""
     options = coco_paper_options(coco_root)
     for key in [key for key in options if key.endswith('.metainfo')]:
         options[key + '.classes'] = options.pop(key)['classes']
     for loader in LOADERS:
         options[f'{loader}.num_workers'] = 0
         options[f'{loader}.persistent_workers'] = False
+        options[f'{loader}.dataset.indices'] = 1
+    options['train_dataloader.batch_size'] = 1
+    options['train_dataloader.dataset.pipeline.2.scale'] = (64, 64)
+    options['val_dataloader.dataset.pipeline.1.scale'] = (64, 64)
+    options['test_dataloader.dataset.pipeline.1.scale'] = (64, 64)
     # Fewer boxes through the mask head at validation: 3 shape classes on
-    # 160x128 images need no 100 detections.
+    # a 64x51 image need no 100 detections.
     options['model.test_cfg.rpn.max_per_img'] = 100
     options['model.test_cfg.rcnn.max_per_img'] = 20
     options['model.train_cfg.rpn_proposal.max_per_img'] = 200
@@ -76,19 +87,23 @@ def det_options(coco_root: str) -> dict:
 
 
 def seg_options(ade_root: str) -> dict:
-    """The UperNet config on the generated ADE20K set: 2 iterations at
-    96x96, validated (IoUMetric) and saved at the second."""
+    """The UperNet config on the generated ADE20K set: one iteration (the
+    config's batch of 2) at 32x32, validated (IoUMetric) on one image and
+    saved."""
     options = {
         'model.backbone.init_cfg': None,
-        'model.data_preprocessor.size': (96, 96),
-        'train_cfg.max_iters': 2,
-        'train_cfg.val_interval': 2,
-        'default_hooks.checkpoint.interval': 2,
+        'model.data_preprocessor.size': (32, 32),
+        'train_cfg.max_iters': 1,
+        'train_cfg.val_interval': 1,
+        'default_hooks.checkpoint.interval': 1,
         'default_hooks.logger.interval': 1,
-        'train_dataloader.dataset.pipeline.2.scale': (320, 96),
-        'train_dataloader.dataset.pipeline.3.crop_size': (96, 96),
-        'val_dataloader.dataset.pipeline.1.scale': (320, 96),
-        'test_dataloader.dataset.pipeline.1.scale': (320, 96),
+        'train_dataloader.dataset.pipeline.2.scale': (128, 32),
+        'train_dataloader.dataset.pipeline.3.crop_size': (32, 32),
+        'val_dataloader.dataset.pipeline.1.scale': (128, 32),
+        'test_dataloader.dataset.pipeline.1.scale': (128, 32),
+        'train_dataloader.dataset.indices': 2,
+        'val_dataloader.dataset.indices': 1,
+        'test_dataloader.dataset.indices': 1,
     }
     for loader in LOADERS:
         options[f'{loader}.dataset.data_root'] = ade_root
@@ -121,8 +136,7 @@ def check_work_dir(work_dir: str, config: str, checkpoint: str, best: str,
     the runner does not wrap the model), saved ``checkpoint`` (named by
     last_checkpoint, with the random states of mmsparx's RandomStateHook)
     and the ``best`` one, and its log shows the last training iteration,
-    mmsparx's hooks and the validation ``metric``; the checkpoints are
-    deleted afterwards (hundreds of MB)."""
+    mmsparx's hooks and the validation ``metric``."""
     with open(osp.join(work_dir, osp.basename(config))) as f:
         assert "sync_bn = 'torch'" in f.read()
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
@@ -144,17 +158,46 @@ def check_work_dir(work_dir: str, config: str, checkpoint: str, best: str,
         records = [json.loads(line) for line in f if line.strip()]
     values = [record[metric] for record in records if metric in record]
     assert len(values) == 1 and 0 <= values[0] <= 100, values
+
+
+def remove_checkpoints(work_dir: str) -> None:
+    """The runs' checkpoints are hundreds of MB."""
     for pth in glob.glob(osp.join(work_dir, '*.pth')):
         os.remove(pth)
 
 
-def test_mmdet_train_py_runs_the_config(coco_root, tmp_path):
-    work_dir = str(tmp_path / 'work')
-    run([sys.executable, toolbox_train_script('mmdet'), DET_CONFIG,
-         '--work-dir', work_dir, *cfg_words(det_options(coco_root))],
-        tmp_path)
+@pytest.fixture(scope='module')
+def mim_mmdet_run(coco_root, tmp_path_factory) -> Iterator[Tuple[str, str]]:
+    """``mim train mmdet DET_CONFIG`` once, from outside the checkout: its
+    output and work dir."""
+    mim = osp.join(osp.dirname(sys.executable), 'mim')
+    assert osp.isfile(mim), ('openmim is not installed: make setup '
+                             '(requirements/toolboxes.txt)')
+    cwd = tmp_path_factory.mktemp('mim_mmdet')
+    work_dir = str(cwd / 'work')
+    output = run([mim, 'train', 'mmdet', DET_CONFIG, '--work-dir', work_dir,
+                  *cfg_words(det_options(coco_root))], cwd)
+    yield output, work_dir
+    remove_checkpoints(work_dir)
+
+
+def training_command(output: str) -> Tuple[str, str, str]:
+    """Python, script and config of the command mim ran."""
+    command = re.search(r'Training command is (\S+) (\S+) (\S+)', output)
+    assert command is not None, output[-3000:]
+    return command.groups()
+
+
+def test_mmdet_train_py_runs_the_config(mim_mmdet_run):
+    output, work_dir = mim_mmdet_run
+    # The run was mmdet's own train.py (the copy in mmdet/.mim/tools) on
+    # the config, with this environment's Python.
+    python, script, config = training_command(output)
+    assert osp.realpath(python) == osp.realpath(sys.executable)
+    assert script == toolbox_train_script('mmdet')
+    assert config == DET_CONFIG
     check_work_dir(work_dir, DET_CONFIG, 'epoch_1.pth',
-                   'best_coco_bbox_mAP_epoch_1.pth', 'Epoch(train) [1][2/2]',
+                   'best_coco_bbox_mAP_epoch_1.pth', 'Epoch(train) [1][1/1]',
                    'coco/segm_mAP')
 
 
@@ -163,27 +206,21 @@ def test_mmseg_train_py_runs_the_config(ade_root, tmp_path):
     run([sys.executable, toolbox_train_script('mmseg'), SEG_CONFIG,
          '--work-dir', work_dir, *cfg_words(seg_options(ade_root))],
         tmp_path)
-    check_work_dir(work_dir, SEG_CONFIG, 'iter_2.pth', 'best_mIoU_iter_2.pth',
-                   'Iter(train) [2/2]', 'mIoU')
+    check_work_dir(work_dir, SEG_CONFIG, 'iter_1.pth', 'best_mIoU_iter_1.pth',
+                   'Iter(train) [1/1]', 'mIoU')
+    remove_checkpoints(work_dir)
 
 
-def test_mim_train_mmdet_runs_the_config(coco_root, tmp_path):
-    mim = osp.join(osp.dirname(sys.executable), 'mim')
-    assert osp.isfile(mim), ('openmim is not installed: make setup '
-                             '(requirements/toolboxes.txt)')
-    work_dir = str(tmp_path / 'work')
-    output = run([mim, 'train', 'mmdet', DET_CONFIG, '--work-dir', work_dir,
-                  *cfg_words(det_options(coco_root))], tmp_path)
+def test_mim_train_mmdet_runs_the_config(mim_mmdet_run):
+    output, work_dir = mim_mmdet_run
     # mim ran mmdet's own train.py with this environment's Python.
-    command = re.search(r'Training command is (\S+) (\S+) (\S+)', output)
-    assert command is not None, output[-3000:]
-    python, script, config = command.groups()
+    python, script, config = training_command(output)
     assert osp.realpath(python) == osp.realpath(sys.executable)
     assert script == toolbox_train_script('mmdet')
     assert config == DET_CONFIG
     assert 'Training finished successfully' in output
     check_work_dir(work_dir, DET_CONFIG, 'epoch_1.pth',
-                   'best_coco_bbox_mAP_epoch_1.pth', 'Epoch(train) [1][2/2]',
+                   'best_coco_bbox_mAP_epoch_1.pth', 'Epoch(train) [1][1/1]',
                    'coco/segm_mAP')
 
 

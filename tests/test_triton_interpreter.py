@@ -28,6 +28,7 @@ SUITES = [
     ('test_triton_offsets.py', None),
     ('test_triton_kernel_check.py', 'real_kernels'),
     ('test_sparx_authors.py', 'authors_model_as_the_reference and triton'),
+    ('test_interpreter_lanes.py', None),
 ]
 
 

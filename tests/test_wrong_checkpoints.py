@@ -1,11 +1,16 @@
 """Wrong checkpoints are refused in one short paragraph that names what the
 file holds and the setting that loads it (backbones and converter tools).
 """
+import os.path as osp
+import runpy
+import subprocess
 import sys
+import traceback
 
 import pytest
 import torch
-from conftest import official_shapes, run_tool
+from conftest import ROOT, official_shapes, run_tool
+from zero_init import zero_init
 
 from mmsparx.converters.detect import detect_checkpoint
 from mmsparx.fileio import CheckpointError
@@ -78,7 +83,9 @@ def test_mmsparx_files_are_named_too():
     assert info.label.startswith('custom SpaRTAN (channels (8, 16, 24, 32)')
     assert 'expand_ratios=(2, 2, 2, 2)' in info.config()
     from mmsparx.models.backbones.sparx_swin import SparXSwin
-    info = detect_checkpoint(SparXSwin('t').state_dict())
+    with zero_init():  # the keys and shapes are what is read
+        state = SparXSwin('t').state_dict()
+    info = detect_checkpoint(state)
     assert (info.family, info.label) == ('SparX-Swin', 'SparX-Swin-T')
     assert detect_checkpoint({'conv1.weight': torch.zeros(1)}).family is None
 
@@ -153,9 +160,40 @@ def test_unreadable_and_foreign_files_are_refused_briefly(tmp_path):
 
 # -- the converter tools ------------------------------------------------------
 def run_convert(tool: str, src: str, dst: str):
-    """The tool as a user runs it."""
-    return run_tool([sys.executable, f'tools/model_converters/{tool}.py', src, dst],
-                    timeout=300)
+    """The tool as a user runs it (a new Python process)."""
+    return run_tool([sys.executable, f'tools/model_converters/{tool}.py',
+                     src, dst], timeout=300)
+
+
+@pytest.fixture
+def convert_here(capsys, monkeypatch):
+    """``run_convert``'s result, the tool's script run in this process as
+    ``python TOOL SRC DST`` runs it (``runpy``, ``__name__ == '__main__'``):
+    the same code, arguments, exit status and stderr without a new
+    interpreter's imports. An exception that escapes is printed as Python
+    prints it, with exit status 1."""
+    def run(tool: str, src: str, dst: str) -> subprocess.CompletedProcess:
+        script = osp.join(ROOT, 'tools', 'model_converters', f'{tool}.py')
+        monkeypatch.chdir(ROOT)
+        monkeypatch.setattr(sys, 'argv', [script, src, dst])
+        monkeypatch.setattr(sys, 'path', list(sys.path))
+        capsys.readouterr()
+        code = 0
+        try:
+            runpy.run_path(script, run_name='__main__')
+        except SystemExit as exit:  # as the interpreter maps it
+            code = exit.code
+            if code is None:
+                code = 0
+            elif not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(sys.argv, code, out.out, out.err)
+    return run
 
 
 def assert_refused(result, *words: str) -> None:
@@ -168,17 +206,29 @@ def assert_refused(result, *words: str) -> None:
 
 
 @pytest.mark.parametrize('tool', TOOLS)
-def test_convert_tool_refuses_bad_files_in_one_paragraph(tmp_path, tool):
+def test_convert_tool_refuses_bad_files_in_one_paragraph(tmp_path, tool,
+                                                         convert_here):
     name, label = OTHER_FAMILY[tool]
     dst = str(tmp_path / 'out.pth')
-    assert_refused(run_convert(tool, authors_file(tmp_path, name), dst),
+    assert_refused(convert_here(tool, authors_file(tmp_path, name), dst),
                    label, 'not in the authors\'')
-    assert_refused(run_convert(tool, str(tmp_path / 'nope.pth'), dst),
+    assert_refused(convert_here(tool, str(tmp_path / 'nope.pth'), dst),
                    'nope.pth', 'does not exist')
     truncated = tmp_path / 'truncated.pth'
     torch.save({'a': torch.zeros(1000)}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:1500])
-    assert_refused(run_convert(tool, str(truncated), dst), 'truncated')
-    assert_refused(run_convert(tool, str(truncated), str(truncated)),
+    assert_refused(convert_here(tool, str(truncated), dst), 'truncated')
+    assert_refused(convert_here(tool, str(truncated), str(truncated)),
                    'refusing to overwrite')
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_convert_tool_process_refuses_in_one_paragraph(tmp_path):
+    """The refusals above as a user's process ends: exit status 1 and one
+    paragraph on stderr, nothing written (one tool; each tool's script
+    runs as ``__main__`` above)."""
+    name, label = OTHER_FAMILY['sparx_mamba']
+    dst = tmp_path / 'out.pth'
+    assert_refused(run_convert('sparx_mamba', authors_file(tmp_path, name),
+                               str(dst)), label, 'not in the authors\'')
+    assert not dst.exists()

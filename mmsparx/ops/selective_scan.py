@@ -303,10 +303,15 @@ class SelectiveScanOp(torch.autograd.Function):
     """The scan as one traced op, so FLOP counters see (and price) it.
 
     Used only under ``torch.jit.trace``; training uses the backends directly.
+    The counters price the op by its shapes, not by what runs inside: the
+    C++ kernel where it runs (several times faster than ``chunked``).
     """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus):
+        if u.device.type == 'cpu' and kernels.cpu_kernel() is not None:
+            return _selective_scan_fused_cpu(u, delta, A, B, C, D,
+                                             delta_bias, delta_softplus)
         return selective_scan_chunked(u, delta, A, B, C, D, delta_bias,
                                       delta_softplus)
 
