@@ -25,7 +25,9 @@ STUB = textwrap.dedent('''\
             print(f'{{key}}={{os.environ.get(key, "<unset>")}}')
         sys.exit(0)
     fake = os.environ.get('FAKE_CUDA')
-    if fake:
+    # Only the thread helper asks torch about CUDA; the other helpers run
+    # without importing it (3 s each here).
+    if fake and sys.argv[1].endswith('threads_per_process.py'):
         import torch
         torch.cuda.is_available = lambda: fake == '1'
     sys.argv = sys.argv[1:]
