@@ -1,5 +1,5 @@
 """Shared fixtures: small generated datasets, a tool runner, and config
-handling without its four slow, output-neutral steps."""
+handling without its three slow, output-neutral steps."""
 import contextlib
 import functools
 import os
@@ -7,7 +7,6 @@ import os.path as osp
 import socket
 import subprocess
 import sys
-import types
 from typing import Iterator, Tuple
 
 import pytest
@@ -274,26 +273,10 @@ def isolated_default_scope() -> Iterator[None]:
     DefaultScope._instance_dict.update(saved)
 
 
-@contextlib.contextmanager
-def no_collection_after_serialising() -> Iterator[None]:
-    """mmengine's datasets run a full ``gc.collect()`` after serialising
-    their data list, to hand its memory back at once. In a test process
-    (torch, three toolboxes and their registries: hundreds of thousands of
-    live objects) each costs 0.5-1 s per dataset built; the memory comes
-    back at the next automatic collection, and the dataset is the same."""
-    from mmengine.dataset import base_dataset
-    real = base_dataset.gc
-    base_dataset.gc = types.SimpleNamespace(collect=lambda *args: 0)
-    try:
-        yield
-    finally:
-        base_dataset.gc = real
-
-
 @pytest.fixture(scope='session', autouse=True)
 def fast_config_handling() -> Iterator[None]:
-    """Every test's configs and runners without the four costs above;
+    """Every test's configs and runners without the three costs above;
     what they load, build and run is unchanged."""
     with memoised_base_lookup(), memoised_install_check(), \
-            unformatted_config_text(), no_collection_after_serialising():
+            unformatted_config_text():
         yield
