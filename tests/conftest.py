@@ -87,6 +87,29 @@ def load_test_config(config: str, options, work_dir, launcher='none'):
     return cfg
 
 
+def small_mask_rcnn(neck_in: list, fc_out: int = 64) -> dict:
+    """cfg-options giving a Mask R-CNN a 32-channel FPN and heads (``fc_out``
+    in the box head's shared layers) over backbone stages of ``neck_in``
+    channels: the same detector, a fraction of its weights."""
+    return {
+        'model.neck.in_channels': neck_in,
+        'model.neck.out_channels': 32,
+        'model.rpn_head.in_channels': 32, 'model.rpn_head.feat_channels': 32,
+        'model.roi_head.bbox_roi_extractor.out_channels': 32,
+        'model.roi_head.bbox_head.in_channels': 32,
+        'model.roi_head.bbox_head.fc_out_channels': fc_out,
+        'model.roi_head.mask_roi_extractor.out_channels': 32,
+        'model.roi_head.mask_head.in_channels': 32,
+        'model.roi_head.mask_head.conv_out_channels': 32,
+    }
+
+
+# A serialised dataset runs gc.collect() on every build (a second in a
+# test process); it only saves memory with several workers.
+NOT_SERIALISED = {'train_dataloader.dataset.serialize_data': False,
+                  'val_dataloader.dataset.serialize_data': False}
+
+
 def coco_options(root: str) -> dict:
     """Config overrides that point the demo detector at ``root``, small."""
     ann = osp.join(root, 'annotations', 'instances_val.json')

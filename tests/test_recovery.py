@@ -22,25 +22,16 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.runner import EpochBasedTrainLoop
 
-from conftest import DEMO_DET, as_cli, coco_options, load_test_config
+from conftest import (DEMO_DET, as_cli, coco_options, load_test_config,
+                      small_mask_rcnn)
 from mmsparx.apis import build_runner, prepare_device
 from mmsparx.engine.hooks import SafeCheckpointHook
 from mmsparx.engine.hooks.finite import NonFiniteError
 from tools.train import main, resume_point
 
 # Channels / 4 everywhere: the same detector, 1/16 of the weights.
-TINY = {
-    'model.backbone.base_channels': 16,
-    'model.neck.in_channels': [16, 32, 64, 128],
-    'model.neck.out_channels': 32,
-    'model.rpn_head.in_channels': 32, 'model.rpn_head.feat_channels': 32,
-    'model.roi_head.bbox_roi_extractor.out_channels': 32,
-    'model.roi_head.bbox_head.in_channels': 32,
-    'model.roi_head.bbox_head.fc_out_channels': 64,
-    'model.roi_head.mask_roi_extractor.out_channels': 32,
-    'model.roi_head.mask_head.in_channels': 32,
-    'model.roi_head.mask_head.conv_out_channels': 32,
-}
+TINY = {'model.backbone.base_channels': 16,
+        **small_mask_rcnn([16, 32, 64, 128])}
 ITERS_PER_EPOCH = 4  # 8 images, batch 2
 
 

@@ -18,7 +18,8 @@ import pytest
 import torch
 from mmengine.hooks import Hook
 
-from conftest import DEMO_SEG, ROOT, coco_options, load_test_config
+from conftest import (DEMO_SEG, NOT_SERIALISED, ROOT, coco_options,
+                      load_test_config, small_mask_rcnn)
 from mmsparx.apis import build_runner, prepare_device
 from mmsparx.engine.hooks import PreemptionHook, safe_checkpoint
 from mmsparx.engine.hooks.preemption import PREEMPTED_EXIT_CODE
@@ -34,15 +35,7 @@ SMALL_SPARX = {
     'model.backbone.arch': dict(
         _delete_=True, depths=(1, 1, 3, 1), channels=(16, 32, 48, 64),
         stem='v1', strides=(1, 1, 2, 1), ganglion_start=(None, 1, 0, 0)),
-    'model.neck.in_channels': [16, 32, 48, 64],
-    'model.neck.out_channels': 32,
-    'model.rpn_head.in_channels': 32, 'model.rpn_head.feat_channels': 32,
-    'model.roi_head.bbox_roi_extractor.out_channels': 32,
-    'model.roi_head.bbox_head.in_channels': 32,
-    'model.roi_head.bbox_head.fc_out_channels': 64,
-    'model.roi_head.mask_roi_extractor.out_channels': 32,
-    'model.roi_head.mask_head.in_channels': 32,
-    'model.roi_head.mask_head.conv_out_channels': 32,
+    **small_mask_rcnn([16, 32, 48, 64]),
     'model.train_cfg.rpn_proposal.max_per_img': 50,
     'model.train_cfg.rcnn.sampler.num': 32,
     'model.test_cfg.rpn.max_per_img': 50,
@@ -63,10 +56,6 @@ SMALL_UPERNET = {
     'train_dataloader.dataset.pipeline.3.crop_size': (64, 64),
     'val_dataloader.dataset.pipeline.1.scale': (256, 64),
 }
-# A serialised dataset runs gc.collect() on every build (a second in a
-# test process); it only saves memory with several workers.
-NOT_SERIALISED = {'train_dataloader.dataset.serialize_data': False,
-                  'val_dataloader.dataset.serialize_data': False}
 
 
 class Record(Hook):

@@ -188,10 +188,10 @@ def training_command(output: str) -> Tuple[str, str, str]:
     return command.groups()
 
 
-def test_mmdet_train_py_runs_the_config(mim_mmdet_run):
-    output, work_dir = mim_mmdet_run
-    # The run was mmdet's own train.py (the copy in mmdet/.mim/tools) on
-    # the config, with this environment's Python.
+def check_mmdet_run(output: str, work_dir: str) -> None:
+    """The run was mmdet's own train.py (the copy in mmdet/.mim/tools) on
+    the config, with this environment's Python, and trained and validated
+    into the work dir."""
     python, script, config = training_command(output)
     assert osp.realpath(python) == osp.realpath(sys.executable)
     assert script == toolbox_train_script('mmdet')
@@ -199,6 +199,10 @@ def test_mmdet_train_py_runs_the_config(mim_mmdet_run):
     check_work_dir(work_dir, DET_CONFIG, 'epoch_1.pth',
                    'best_coco_bbox_mAP_epoch_1.pth', 'Epoch(train) [1][1/1]',
                    'coco/segm_mAP')
+
+
+def test_mmdet_train_py_runs_the_config(mim_mmdet_run):
+    check_mmdet_run(*mim_mmdet_run)
 
 
 def test_mmseg_train_py_runs_the_config(ade_root, tmp_path):
@@ -213,15 +217,8 @@ def test_mmseg_train_py_runs_the_config(ade_root, tmp_path):
 
 def test_mim_train_mmdet_runs_the_config(mim_mmdet_run):
     output, work_dir = mim_mmdet_run
-    # mim ran mmdet's own train.py with this environment's Python.
-    python, script, config = training_command(output)
-    assert osp.realpath(python) == osp.realpath(sys.executable)
-    assert script == toolbox_train_script('mmdet')
-    assert config == DET_CONFIG
-    assert 'Training finished successfully' in output
-    check_work_dir(work_dir, DET_CONFIG, 'epoch_1.pth',
-                   'best_coco_bbox_mAP_epoch_1.pth', 'Epoch(train) [1][1/1]',
-                   'coco/segm_mAP')
+    assert 'Training finished successfully' in output  # mim's own word
+    check_mmdet_run(output, work_dir)
 
 
 def source_copy(dest) -> str:

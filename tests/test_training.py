@@ -12,8 +12,9 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from conftest import (DEMO_DET, DEMO_SEG, ROOT, as_cli, coco_options,
-                      free_port, load_test_config, run_tool)
+from conftest import (DEMO_DET, DEMO_SEG, NOT_SERIALISED, ROOT, as_cli,
+                      coco_options, free_port, load_test_config, run_tool,
+                      small_mask_rcnn)
 from mmsparx.apis import build_runner, prepare_device, refusals_exit
 from mmsparx.utils.cli import MissingImportError
 
@@ -24,22 +25,8 @@ SMALL_IMAGES = {
     'test_dataloader.dataset.pipeline.1.scale': (80, 64),
 }
 # The demo Mask R-CNN with a quarter of the channels everywhere.
-TINY = {
-    'model.backbone.base_channels': 16,
-    'model.neck.in_channels': [16, 32, 64, 128],
-    'model.neck.out_channels': 32,
-    'model.rpn_head.in_channels': 32, 'model.rpn_head.feat_channels': 32,
-    'model.roi_head.bbox_roi_extractor.out_channels': 32,
-    'model.roi_head.bbox_head.in_channels': 32,
-    'model.roi_head.bbox_head.fc_out_channels': 128,
-    'model.roi_head.mask_roi_extractor.out_channels': 32,
-    'model.roi_head.mask_head.in_channels': 32,
-    'model.roi_head.mask_head.conv_out_channels': 32,
-}
-# A serialised dataset runs gc.collect() on every build (a second in a
-# test process); it only saves memory with several workers.
-NOT_SERIALISED = {'train_dataloader.dataset.serialize_data': False,
-                  'val_dataloader.dataset.serialize_data': False}
+TINY = {'model.backbone.base_channels': 16,
+        **small_mask_rcnn([16, 32, 64, 128], fc_out=128)}
 
 
 def small_coco(root: str, tiny: bool = False) -> dict:
