@@ -283,6 +283,62 @@ def unformatted_config_text() -> Iterator[None]:
         config_module.FormatCode = real
 
 
+TORCH_ADD_PARAM_GROUP = torch.optim.Optimizer.add_param_group
+
+
+@contextlib.contextmanager
+def linear_param_group_check() -> Iterator[None]:
+    """Check each new optimizer parameter group against one kept set.
+
+    torch's ``add_param_group`` rebuilds the set of every earlier group's
+    parameters for each new group (reading each group through mmengine's
+    ``ConfigDict``): quadratic in mmengine's one group per parameter, a
+    second or more per runner of a B model. Here torch validates the new
+    group alone, and the two checks against the earlier groups (names on
+    all or none, no parameter in two groups) run against a set kept per
+    optimizer, rebuilt whenever its group list was replaced or changed
+    elsewhere; the errors and the groups are torch's.
+    """
+    import weakref
+
+    from torch.optim import Optimizer
+    real = TORCH_ADD_PARAM_GROUP
+    kept = weakref.WeakKeyDictionary()  # optimizer -> (list, count, set)
+
+    def add_param_group(self, param_group):
+        groups = self.param_groups
+        entry = kept.get(self)
+        if entry is None or entry[0] is not groups or \
+                entry[1] != len(groups):
+            seen = set()
+            for group in groups:
+                seen.update(group['params'])
+            entry = (groups, len(groups), seen)
+        self.param_groups = []
+        try:
+            real(self, param_group)  # validates and fills in the defaults
+        finally:
+            self.param_groups = groups
+        if groups and ('param_names' in param_group) != \
+                ('param_names' in groups[0]):
+            which = 'with' if 'param_names' in param_group else 'without'
+            raise ValueError(
+                'all optimizer param groups should be with/without names. '
+                f'cannot add param group {which} names to the optimizer')
+        if not entry[2].isdisjoint(param_group['params']):
+            raise ValueError(
+                'some parameters appear in more than one parameter group')
+        groups.append(param_group)
+        entry[2].update(param_group['params'])
+        kept[self] = (groups, len(groups), entry[2])
+
+    Optimizer.add_param_group = add_param_group
+    try:
+        yield
+    finally:
+        Optimizer.add_param_group = real
+
+
 @pytest.fixture(autouse=True)
 def isolated_default_scope() -> Iterator[None]:
     """A test that sets mmengine's default scope (building a model from a
@@ -298,8 +354,8 @@ def isolated_default_scope() -> Iterator[None]:
 
 @pytest.fixture(scope='session', autouse=True)
 def fast_config_handling() -> Iterator[None]:
-    """Every test's configs and runners without the three costs above;
+    """Every test's configs and runners without the four costs above;
     what they load, build and run is unchanged."""
     with memoised_base_lookup(), memoised_install_check(), \
-            unformatted_config_text():
+            unformatted_config_text(), linear_param_group_check():
         yield

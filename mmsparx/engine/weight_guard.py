@@ -32,6 +32,21 @@ def bare_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if is_model_wrapper(model) else model
 
 
+def _peaks(group: List[torch.Tensor]) -> torch.Tensor:
+    """max |x| of each tensor of ``group`` (one device), in float32.
+
+    On CUDA the fused inf-norm is one kernel for the whole list. On the CPU
+    that kernel is 7-8 times slower than a min / max pass per tensor (0.29
+    against 0.035 s for 90M floats on one thread), a cost a B model with
+    its AdamW state would pay after every step. Both propagate NaN and inf.
+    """
+    if group[0].device.type == 'cpu':
+        return torch.stack([torch.stack(torch.aminmax(t)).abs().max().float()
+                            for t in group])
+    return torch.stack([n.float() for n in torch._foreach_norm(
+        group, float('inf'))])
+
+
 def peak_abs(tensors: Iterable[torch.Tensor]) -> float:
     """max |x| over all floating tensors: NaN if any holds a NaN, inf if
     any holds an inf (the max propagates both)."""
@@ -39,8 +54,7 @@ def peak_abs(tensors: Iterable[torch.Tensor]) -> float:
     for tensor in tensors:
         if tensor.is_floating_point() and tensor.numel():
             by_device[tensor.device].append(tensor.detach())
-    peaks = [torch.stack([n.float() for n in torch._foreach_norm(
-        group, float('inf'))]).max() for group in by_device.values()]
+    peaks = [_peaks(group).max() for group in by_device.values()]
     if not peaks:
         return 0.0
     return float(torch.stack([p.cpu() for p in peaks]).max())
