@@ -11,8 +11,9 @@ import conftest
 
 
 def outcome(monkeypatch, add: Callable, make: Callable):
-    """``make()``'s groups (without the tensors' identity lost) or its
-    error, with ``add`` as ``Optimizer.add_param_group``."""
+    """``make()``'s groups (each parameter as its ``id``, so that equal
+    means the same tensors) or its error, with ``add`` as
+    ``Optimizer.add_param_group``."""
     monkeypatch.setattr(torch.optim.Optimizer, 'add_param_group', add)
     try:
         optimizer = make()
